@@ -1,0 +1,51 @@
+# Tollgate: `make run` sets everything up and runs the portal; `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run setup serve test lint messages compilemessages clean
+
+## One command: install, migrate, seed demo data, then web server + Celery worker + beat.
+run: setup serve
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+compilemessages: $(VENV)/.installed
+	$(BIN)/pybabel compile --statistics -d locale -D django
+
+setup: $(VENV)/.installed compilemessages
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py setup_staff_groups
+	$(BIN)/python manage.py setup_periodic_tasks
+	$(BIN)/python manage.py seed_demo
+
+## Web server, worker and beat in one terminal; Ctrl-C stops all three.
+serve:
+	@echo "Portal:      http://127.0.0.1:$(PORT)/portal/"
+	@echo "Back-office: http://127.0.0.1:$(PORT)/admin/"
+	@echo "API docs:    http://127.0.0.1:$(PORT)/api/v1/docs"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT)
+
+## The whole test suite (SQLite by default; DATABASE_URL=postgres://... for PostgreSQL).
+test: $(VENV)/.installed compilemessages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+## Re-extract the translatable strings into locale/*/LC_MESSAGES/django.po.
+messages: $(VENV)/.installed
+	$(BIN)/python manage.py makemessages --locale ja --ignore "$(VENV)/*" --ignore "var/*"
+
+clean:
+	rm -rf var

@@ -1,0 +1,13 @@
+"""Domain errors of the accounts app; each message is a sentence a person can act on."""
+
+
+class AccountsError(Exception):
+    """Base class: ``str(error)`` is shown to the user as it is."""
+
+
+class SubaccountCodeTaken(AccountsError):
+    pass
+
+
+class MembershipExists(AccountsError):
+    pass

@@ -1,0 +1,21 @@
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from .models import Subaccount
+
+
+class SubaccountForm(forms.ModelForm):
+    class Meta:
+        model = Subaccount
+        fields = ["code", "name"]
+        help_texts = {"code": _("Letters, digits, - and _. Used by the platform; cannot change.")}
+
+
+class SubaccountRenameForm(forms.ModelForm):
+    class Meta:
+        model = Subaccount
+        fields = ["name"]
+
+
+class CompanySwitchForm(forms.Form):
+    company = forms.IntegerField()

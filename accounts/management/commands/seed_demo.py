@@ -1,0 +1,17 @@
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.demo import seed_accounts
+
+
+class Command(BaseCommand):
+    help = "Create demo companies, users and data. Idempotent: running it again changes nothing."
+
+    def handle(self, *args, **options):
+        with transaction.atomic():
+            logins = seed_accounts()
+        self.stdout.write(self.style.SUCCESS("Demo data ready. Logins:"))
+        for login in logins:
+            self.stdout.write(
+                f"  {login.where:<9} {login.username:<10} / {login.password:<14} {login.note}"
+            )

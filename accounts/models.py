@@ -1,0 +1,208 @@
+"""Companies (the billing accounts), their subaccounts (seats), contacts and members."""
+
+import zoneinfo
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from djmoney.models.fields import MoneyField
+
+from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(
+            _("%(value)s is not a known IANA time zone."), params={"value": value}
+        )
+
+
+class Company(models.Model):
+    """The billing account: every charge of its subaccounts is the company's."""
+
+    class Mode(models.TextChoices):
+        PREPAID = "prepaid", _("Prepaid")
+        POSTPAID = "postpaid", _("Postpaid")
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        BLOCKED = "blocked", _("Blocked")
+
+    account_code = models.SlugField(
+        _("account code"),
+        max_length=64,
+        unique=True,
+        help_text=_("The code the platform uses for this company in the API."),
+    )
+    name = models.CharField(_("name"), max_length=200)
+    mode = models.CharField(_("mode"), max_length=10, choices=Mode, default=Mode.PREPAID)
+    currency = models.CharField(
+        _("currency"),
+        max_length=3,
+        choices=settings.CURRENCY_CHOICES,
+        default=settings.DEFAULT_CURRENCY,
+    )
+    billing_timezone = models.CharField(
+        _("billing time zone"),
+        max_length=64,
+        default="Asia/Tokyo",
+        validators=[validate_timezone],
+        help_text=_("Billing periods, due dates and monthly charge days are in this zone."),
+    )
+    language = models.CharField(
+        _("language"),
+        max_length=8,
+        choices=settings.LANGUAGES,
+        default="en",
+        help_text=_("Language of statements and emails."),
+    )
+    tax_rate = models.DecimalField(
+        _("tax rate"),
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.1000"),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
+        help_text=_("As a fraction: 0.1000 is 10%."),
+    )
+    credit_limit = MoneyField(
+        _("credit limit"),
+        max_digits=MONEY_MAX_DIGITS,
+        decimal_places=MONEY_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        default_currency=None,
+        help_text=_("Postpaid only: paid services are blocked when the debt reaches it."),
+    )
+    status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.ACTIVE)
+    blocked_reason = models.CharField(_("blocked reason"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("company")
+        verbose_name_plural = _("companies")
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                name="company_tax_rate_between_0_and_1",
+                condition=Q(tax_rate__gte=0) & Q(tax_rate__lte=1),
+            ),
+            models.CheckConstraint(
+                name="company_credit_limit_in_company_currency",
+                condition=Q(credit_limit__isnull=True) | Q(credit_limit_currency=F("currency")),
+            ),
+            models.CheckConstraint(
+                name="company_credit_limit_not_negative",
+                condition=Q(credit_limit__isnull=True) | Q(credit_limit__gte=0),
+            ),
+            models.CheckConstraint(
+                name="company_blocked_has_reason",
+                condition=Q(status="active") | ~Q(blocked_reason=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_code})"
+
+    def clean(self) -> None:
+        if self.credit_limit is not None and str(self.credit_limit.currency) != self.currency:
+            raise ValidationError(
+                {
+                    "credit_limit": _("The credit limit must be in the company's currency (%(c)s).")
+                    % {"c": self.currency}
+                }
+            )
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.status == self.Status.BLOCKED
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.billing_timezone)
+
+
+class BillingContact(models.Model):
+    """A person who receives the company's statements and billing notices."""
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="billing_contacts")
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    email = models.EmailField(_("email"))
+    language = models.CharField(
+        _("language"), max_length=8, choices=settings.LANGUAGES, default="en"
+    )
+
+    class Meta:
+        verbose_name = _("billing contact")
+        verbose_name_plural = _("billing contacts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "email"], name="billing_contact_unique_email"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+class Subaccount(models.Model):
+    """A seat of the platform under a company. It has no balance: its charges are the company's."""
+
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="subaccounts")
+    code = models.SlugField(
+        _("code"), max_length=64, help_text=_("The code the platform uses in usage events.")
+    )
+    name = models.CharField(_("name"), max_length=200)
+    is_active = models.BooleanField(
+        _("active"), default=True, help_text=_("Active subaccounts count as seats.")
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    deactivated_at = models.DateTimeField(_("deactivated at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("subaccount")
+        verbose_name_plural = _("subaccounts")
+        ordering = ["company", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "code"], name="subaccount_unique_code"),
+            models.CheckConstraint(
+                name="subaccount_inactive_has_deactivated_at",
+                condition=Q(is_active=True) | Q(deactivated_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class Membership(models.Model):
+    """A portal user's seat at a company's table, with the role that decides what they may do."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", _("Administrator")
+        BILLING = "billing", _("Billing")
+        MEMBER = "member", _("Member")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=10, choices=Role, default=Role.MEMBER)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        ordering = ["company__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "company"], name="membership_unique_user_company"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.company.account_code} ({self.role})"

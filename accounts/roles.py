@@ -1,0 +1,39 @@
+"""What each portal role may do, and the operator staff groups.
+
+Portal roles belong to a membership (one user may be admin at one company and member at
+another). Staff groups are Django permission groups for the back-office.
+"""
+
+from .models import Membership
+
+Role = Membership.Role
+
+# Portal capabilities by role. A view names the capability it needs, never a role, so that
+# changing who may do what is a change here only.
+PORTAL_CAPABILITIES: dict[str, frozenset[str]] = {
+    "view_account": frozenset({Role.ADMIN, Role.BILLING, Role.MEMBER}),
+    "view_billing": frozenset({Role.ADMIN, Role.BILLING}),
+    "manage_billing": frozenset({Role.ADMIN, Role.BILLING}),
+    "manage_subaccounts": frozenset({Role.ADMIN}),
+}
+
+
+def role_can(role: str, capability: str) -> bool:
+    return role in PORTAL_CAPABILITIES[capability]
+
+
+# Staff groups. Permissions are given by app label and action so that models added later
+# are covered by re-running ``manage.py setup_staff_groups``.
+PROJECT_APPS = ("accounts", "billing", "vouchers", "invoicing", "django_celery_beat")
+ALL_ACTIONS = ("view", "add", "change", "delete")
+STAFF_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    # Everything in the project's apps, and managing users.
+    "Billing admin": {**dict.fromkeys(PROJECT_APPS, ALL_ACTIONS), "auth": ALL_ACTIONS},
+    # Read-only everywhere.
+    "Support": dict.fromkeys(PROJECT_APPS, ("view",)),
+    # Payments and statements (invoicing) in full; the rest read-only.
+    "Finance": {
+        **dict.fromkeys(PROJECT_APPS, ("view",)),
+        "invoicing": ("view", "add", "change"),
+    },
+}

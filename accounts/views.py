@@ -1,0 +1,111 @@
+"""Portal pages of the accounts app: dashboard, company switcher, subaccounts."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from . import services
+from .exceptions import AccountsError
+from .forms import CompanySwitchForm, SubaccountForm, SubaccountRenameForm
+from .models import Subaccount
+from .portal import SESSION_COMPANY_KEY, portal_view
+from .roles import role_can
+from .selectors import company_subaccounts, memberships_for_user
+
+
+@portal_view()
+def dashboard(request):
+    subaccounts = list(company_subaccounts(request.company))
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "subaccounts": subaccounts,
+            "active_seats": sum(1 for s in subaccounts if s.is_active),
+        },
+    )
+
+
+@require_POST
+@portal_view()
+def company_switch(request):
+    """Act for another of the user's companies; a company they are not a member of is a 404."""
+    form = CompanySwitchForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Choose a company to switch to."))
+        return redirect("portal:dashboard")
+    membership = get_object_or_404(
+        memberships_for_user(request.user), company_id=form.cleaned_data["company"]
+    )
+    request.session[SESSION_COMPANY_KEY] = membership.company_id
+    messages.success(
+        request, _("You are now working in %(name)s.") % {"name": membership.company.name}
+    )
+    next_url = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        return redirect(next_url)
+    return redirect("portal:dashboard")
+
+
+@portal_view()
+def subaccount_list(request):
+    return render(
+        request,
+        "portal/subaccounts/list.html",
+        {"subaccounts": company_subaccounts(request.company), "form": SubaccountForm()},
+    )
+
+
+@require_POST
+@portal_view("manage_subaccounts")
+def subaccount_create(request):
+    form = SubaccountForm(request.POST)
+    if form.is_valid():
+        try:
+            subaccount = services.subaccount_create(
+                company=request.company,
+                code=form.cleaned_data["code"],
+                name=form.cleaned_data["name"],
+            )
+        except AccountsError as error:
+            form.add_error("code", str(error))
+        else:
+            messages.success(request, _("Subaccount %(code)s added.") % {"code": subaccount.code})
+            return redirect("portal:subaccounts")
+    return render(
+        request,
+        "portal/subaccounts/list.html",
+        {"subaccounts": company_subaccounts(request.company), "form": form},
+        status=400,
+    )
+
+
+@portal_view()
+def subaccount_detail(request, pk: int):
+    subaccount = get_object_or_404(Subaccount, pk=pk, company=request.company)
+    form = SubaccountRenameForm(instance=subaccount)
+    if request.method == "POST":
+        if not role_can(request.membership.role, "manage_subaccounts"):
+            return render(request, "portal/forbidden.html", status=403)
+        form = SubaccountRenameForm(request.POST, instance=subaccount)
+        if form.is_valid():
+            services.subaccount_update(subaccount=subaccount, name=form.cleaned_data["name"])
+            messages.success(request, _("Subaccount %(code)s saved.") % {"code": subaccount.code})
+            return redirect("portal:subaccount", pk=subaccount.pk)
+    return render(
+        request, "portal/subaccounts/detail.html", {"subaccount": subaccount, "form": form}
+    )
+
+
+@require_POST
+@portal_view("manage_subaccounts")
+def subaccount_toggle(request, pk: int):
+    subaccount = get_object_or_404(Subaccount, pk=pk, company=request.company)
+    services.subaccount_set_active(subaccount=subaccount, active=not subaccount.is_active)
+    if subaccount.is_active:
+        messages.success(request, _("Subaccount %(code)s reactivated.") % {"code": subaccount.code})
+    else:
+        messages.success(request, _("Subaccount %(code)s deactivated.") % {"code": subaccount.code})
+    return redirect("portal:subaccount", pk=subaccount.pk)

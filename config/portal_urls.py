@@ -1,0 +1,9 @@
+"""The customer portal at /portal/: each app contributes its pages to one namespace."""
+
+from django.urls import include, path
+
+app_name = "portal"
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+]

@@ -1,0 +1,13 @@
+"""Periodic work, declared here and synced into django-celery-beat.
+
+``manage.py setup_periodic_tasks`` creates or updates one PeriodicTask per entry, so
+operators see and can pause every schedule in the admin. Crontabs are in UTC; a task that
+works on billing periods derives each company's period in the company's own time zone.
+"""
+
+PERIODIC_TASKS: dict[str, dict] = {
+    "Clear expired portal sessions": {
+        "task": "accounts.tasks.sessions_clear_expired",
+        "crontab": {"minute": "15", "hour": "3"},
+    },
+}

@@ -1,0 +1,120 @@
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from accounts.models import Subaccount
+from accounts.services import staff_groups_sync
+from tests.factories import CompanyFactory, MembershipFactory, SubaccountFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_user():
+    def make(group_name):
+        staff_groups_sync()
+        user = UserFactory(is_staff=True)
+        user.groups.add(Group.objects.get(name=group_name))
+        return user
+
+    return make
+
+
+def test_company_list_costs_a_fixed_number_of_queries(admin_client, django_assert_max_num_queries):
+    for _ in range(30):
+        company = CompanyFactory()
+        SubaccountFactory.create_batch(2, company=company)
+    with django_assert_max_num_queries(8):
+        response = admin_client.get(reverse("admin:accounts_company_changelist"))
+    assert response.status_code == 200
+
+
+def test_company_page_shows_subaccounts_and_members_inline(admin_client):
+    membership = MembershipFactory()
+    SubaccountFactory(company=membership.company, code="inline-seat")
+    response = admin_client.get(
+        reverse("admin:accounts_company_change", args=[membership.company.pk])
+    )
+    assert response.status_code == 200
+    assert "inline-seat" in response.text
+    assert membership.user.username in response.text
+
+
+def test_company_search_and_filters(admin_client):
+    CompanyFactory(account_code="needle-co", name="Needle")
+    CompanyFactory(account_code="hay-co", name="Hay")
+    response = admin_client.get(reverse("admin:accounts_company_changelist"), {"q": "needle"})
+    assert "needle-co" in response.text and "hay-co" not in response.text
+    response = admin_client.get(
+        reverse("admin:accounts_company_changelist"), {"mode__exact": "postpaid"}
+    )
+    assert response.status_code == 200 and "needle-co" not in response.text
+
+
+def test_subaccount_and_membership_lists_load(admin_client, django_assert_max_num_queries):
+    MembershipFactory.create_batch(10)
+    SubaccountFactory.create_batch(10)
+    for name in ("admin:accounts_subaccount_changelist", "admin:accounts_membership_changelist"):
+        with django_assert_max_num_queries(8):
+            assert admin_client.get(reverse(name)).status_code == 200
+
+
+def test_deactivate_action_records_the_instant_and_a_log_entry(admin_client):
+    from django.contrib.admin.models import LogEntry
+
+    subaccount = SubaccountFactory()
+    admin_client.post(
+        reverse("admin:accounts_subaccount_changelist"),
+        {"action": "deactivate", "_selected_action": [subaccount.pk]},
+    )
+    subaccount.refresh_from_db()
+    assert not subaccount.is_active and subaccount.deactivated_at is not None
+    assert LogEntry.objects.filter(object_id=str(subaccount.pk)).exists()
+
+
+def test_support_staff_can_read_but_not_change(client, staff_user):
+    client.force_login(staff_user("Support"))
+    company = CompanyFactory()
+    assert client.get(reverse("admin:accounts_company_changelist")).status_code == 200
+    response = client.post(
+        reverse("admin:accounts_company_change", args=[company.pk]), {"name": "Hijacked"}
+    )
+    assert response.status_code == 403
+    assert client.get(reverse("admin:accounts_company_add")).status_code == 403
+
+
+def test_billing_admin_staff_can_add_a_subaccount(client, staff_user):
+    client.force_login(staff_user("Billing admin"))
+    company = CompanyFactory()
+    response = client.post(
+        reverse("admin:accounts_subaccount_add"),
+        {"company": company.pk, "code": "new-seat", "name": "New seat"},
+    )
+    assert response.status_code == 302
+    assert Subaccount.objects.filter(company=company, code="new-seat").exists()
+
+
+def test_credit_limit_in_a_foreign_currency_is_a_form_error_not_a_crash(admin_client):
+    company = CompanyFactory(currency="JPY")
+    response = admin_client.post(
+        reverse("admin:accounts_company_change", args=[company.pk]),
+        {
+            "account_code": company.account_code,
+            "name": company.name,
+            "language": "en",
+            "billing_timezone": "Asia/Tokyo",
+            "tax_rate": "0.1000",
+            "credit_limit_0": "100",
+            "credit_limit_1": "USD",
+            "billing_contacts-TOTAL_FORMS": "0",
+            "billing_contacts-INITIAL_FORMS": "0",
+            "subaccounts-TOTAL_FORMS": "0",
+            "subaccounts-INITIAL_FORMS": "0",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "must be in the company" in response.text
+    company.refresh_from_db()
+    assert company.credit_limit is None

@@ -1,0 +1,78 @@
+"""A portal user of company A gets a 404 on every URL that names an object of company B."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from accounts.models import Membership
+from tests.factories import MembershipFactory, SubaccountFactory
+
+pytestmark = pytest.mark.django_db
+
+# For each portal URL that takes an object id: how to make such an object for a company,
+# and the methods the URL accepts. A new portal page with an id in its URL must be added
+# here, or the completeness test fails.
+OBJECT_URLS = {
+    "subaccount": (lambda company: SubaccountFactory(company=company).pk, ["get", "post"]),
+    "subaccount_toggle": (lambda company: SubaccountFactory(company=company).pk, ["post"]),
+}
+CASES = [(name, method) for name, (_, methods) in sorted(OBJECT_URLS.items()) for method in methods]
+
+
+def _portal_patterns_with_ids():
+    portal = next(
+        p
+        for p in get_resolver().url_patterns
+        if isinstance(p, URLResolver) and p.namespace == "portal"
+    )
+
+    def walk(patterns):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns)
+            elif isinstance(pattern, URLPattern) and pattern.pattern.converters:
+                yield pattern.name, list(pattern.pattern.converters)
+
+    return [
+        (name, params)
+        for name, params in walk(portal.url_patterns)
+        if not name.startswith("password_reset")  # uid/token, not a company object
+    ]
+
+
+def test_every_portal_url_with_an_object_id_is_covered():
+    assert {name for name, _ in _portal_patterns_with_ids()} == set(OBJECT_URLS)
+
+
+@pytest.mark.parametrize(("url_name", "method"), CASES)
+def test_another_companys_object_is_a_404(client, url_name, method):
+    own = MembershipFactory(role=Membership.Role.ADMIN)
+    other = MembershipFactory(role=Membership.Role.ADMIN)
+    client.force_login(own.user)
+    make_object, _ = OBJECT_URLS[url_name]
+    foreign_pk = make_object(other.company)
+    response = getattr(client, method)(reverse(f"portal:{url_name}", args=[foreign_pk]))
+    assert response.status_code == 404
+    # The same request for the user's own object succeeds, so the 404 is about ownership.
+    own_pk = make_object(own.company)
+    response = getattr(client, method)(reverse(f"portal:{url_name}", args=[own_pk]))
+    assert response.status_code in (200, 302)
+
+
+def test_another_companys_subaccount_is_not_changed_by_a_post(client):
+    own = MembershipFactory(role=Membership.Role.ADMIN)
+    foreign = SubaccountFactory(name="Theirs")
+    client.force_login(own.user)
+    client.post(reverse("portal:subaccount", args=[foreign.pk]), {"name": "Mine now"})
+    client.post(reverse("portal:subaccount_toggle", args=[foreign.pk]))
+    foreign.refresh_from_db()
+    assert (foreign.name, foreign.is_active) == ("Theirs", True)
+
+
+def test_lists_show_only_the_users_company(client):
+    own = MembershipFactory()
+    SubaccountFactory(company=own.company, name="Our seat")
+    SubaccountFactory(name="Their seat")
+    client.force_login(own.user)
+    for url in (reverse("portal:dashboard"), reverse("portal:subaccounts")):
+        text = client.get(url).text
+        assert "Our seat" in text and "Their seat" not in text
