@@ -11,3 +11,7 @@ class SubaccountCodeTaken(AccountsError):
 
 class MembershipExists(AccountsError):
     pass
+
+
+class BlockingError(AccountsError):
+    pass

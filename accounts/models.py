@@ -79,13 +79,17 @@ class Company(models.Model):
         help_text=_("Postpaid only: paid services are blocked when the debt reaches it."),
     )
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.ACTIVE)
-    blocked_reason = models.CharField(_("blocked reason"), max_length=200, blank=True)
+    blocked_reason = models.CharField(_("blocked reason"), max_length=500, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
         verbose_name = _("company")
         verbose_name_plural = _("companies")
         ordering = ["name"]
+        permissions = [
+            ("block_company", _("Can block and unblock companies")),
+            ("switch_company_mode", _("Can switch a company between prepaid and postpaid")),
+        ]
         constraints = [
             models.CheckConstraint(
                 name="company_tax_rate_between_0_and_1",
@@ -206,3 +210,65 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.company.account_code} ({self.role})"
+
+
+class CompanyBlock(models.Model):
+    """One reason a company is blocked, from when it was set until it was lifted.
+
+    ``Company.status`` is blocked exactly while at least one block is active (not lifted).
+    Automatic reasons lift themselves when their cause clears; manual ones only by staff.
+    """
+
+    class Reason(models.TextChoices):
+        PREPAID_DEPLETED = "prepaid_depleted", _("Prepaid credit used up")
+        CREDIT_LIMIT = "credit_limit", _("Credit limit reached")
+        OVERDUE = "overdue", _("Overdue invoice")
+        MANUAL = "manual", _("Blocked by staff")
+
+    AUTOMATIC_REASONS = frozenset({Reason.PREPAID_DEPLETED, Reason.CREDIT_LIMIT, Reason.OVERDUE})
+
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="blocks")
+    reason = models.CharField(_("reason"), max_length=20, choices=Reason)
+    note = models.CharField(_("note"), max_length=500, blank=True)
+    blocked_at = models.DateTimeField(_("blocked at"))
+    blocked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("blocked by"),
+    )
+    lifted_at = models.DateTimeField(_("lifted at"), null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("lifted by"),
+    )
+    lift_note = models.CharField(_("lift note"), max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("block")
+        verbose_name_plural = _("blocks")
+        ordering = ["-blocked_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "reason"],
+                condition=Q(lifted_at__isnull=True),
+                name="company_block_one_active_per_reason",
+            ),
+            models.CheckConstraint(
+                name="company_block_lifted_after_blocked",
+                condition=Q(lifted_at__isnull=True) | Q(lifted_at__gte=F("blocked_at")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.company.account_code}: {self.get_reason_display()}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.lifted_at is None

@@ -1,11 +1,14 @@
 """Everything that writes companies, subaccounts, memberships and staff groups."""
 
+from datetime import datetime
+
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .exceptions import MembershipExists, SubaccountCodeTaken
-from .models import Company, Membership, Subaccount
+from . import signals
+from .exceptions import BlockingError, MembershipExists, SubaccountCodeTaken
+from .models import Company, CompanyBlock, Membership, Subaccount
 from .roles import STAFF_GROUPS
 
 
@@ -85,3 +88,83 @@ def staff_groups_sync() -> dict[str, int]:
         group.permissions.set(wanted)
         result[group_name] = group.permissions.count()
     return result
+
+
+# --- Blocking -------------------------------------------------------------------------------
+# A company is blocked while it has at least one active CompanyBlock. Both services lock the
+# company row first (the documented lock order), so they may be called inside a ledger
+# transaction that already holds it.
+
+
+def lock_company(company_id: int) -> Company:
+    """Lock and return the company row: the first lock of every money-moving transaction."""
+    return Company.objects.select_for_update().get(pk=company_id)
+
+
+@transaction.atomic
+def company_block(
+    *, company: Company, reason: str, note: str = "", actor=None, now: datetime | None = None
+) -> CompanyBlock:
+    """Block ``company`` for ``reason``. Idempotent: an active block for it is returned as is.
+
+    Locks the company row. Notifies ``signals.company_blocked`` after commit.
+    """
+    if reason == CompanyBlock.Reason.MANUAL and actor is None:
+        raise BlockingError("A manual block needs the staff user who sets it.")
+    locked = lock_company(company.pk)
+    block = CompanyBlock.objects.filter(company=locked, reason=reason, lifted_at=None).first()
+    if block is not None:
+        return block
+    block = CompanyBlock.objects.create(
+        company=locked,
+        reason=reason,
+        note=note[:500],
+        blocked_by=actor,
+        blocked_at=now or timezone.now(),
+    )
+    _status_sync(locked, company)
+    transaction.on_commit(
+        lambda: signals.company_blocked.send(sender=Company, company=locked, block=block)
+    )
+    return block
+
+
+@transaction.atomic
+def company_unblock(
+    *, company: Company, reason: str, note: str = "", actor=None, now: datetime | None = None
+) -> CompanyBlock | None:
+    """Lift the active block for ``reason``; returns it, or None if there was none.
+
+    A manual block is lifted only by staff (``actor`` required). Automatic reasons lift by
+    themselves when their cause clears (the ledger calls this), or by staff.
+    """
+    if reason == CompanyBlock.Reason.MANUAL and actor is None:
+        raise BlockingError("Only staff can lift a manual block.")
+    locked = lock_company(company.pk)
+    block = CompanyBlock.objects.filter(company=locked, reason=reason, lifted_at=None).first()
+    if block is None:
+        return None
+    block.lifted_at = max(now or timezone.now(), block.blocked_at)
+    block.lifted_by = actor
+    block.lift_note = note[:500]
+    block.save(update_fields=["lifted_at", "lifted_by", "lift_note"])
+    _status_sync(locked, company)
+    transaction.on_commit(
+        lambda: signals.company_unblocked.send(sender=Company, company=locked, block=block)
+    )
+    return block
+
+
+def _status_sync(locked: Company, caller_copy: Company) -> None:
+    """Derive status and the readable reason from the active blocks; update both copies."""
+    active = list(
+        CompanyBlock.objects.filter(company=locked, lifted_at=None).order_by("blocked_at", "id")
+    )
+    status = Company.Status.BLOCKED if active else Company.Status.ACTIVE
+    reason = "; ".join(
+        f"{block.get_reason_display()}" + (f": {block.note}" if block.note else "")
+        for block in active
+    )[:500]
+    Company.objects.filter(pk=locked.pk).update(status=status, blocked_reason=reason)
+    for copy in (locked, caller_copy):
+        copy.status, copy.blocked_reason = status, reason

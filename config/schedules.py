@@ -6,6 +6,10 @@ works on billing periods derives each company's period in the company's own time
 """
 
 PERIODIC_TASKS: dict[str, dict] = {
+    "Expire credits": {
+        "task": "billing.tasks.credits_expire_all",
+        "crontab": {"minute": "*/15"},
+    },
     "Clear expired portal sessions": {
         "task": "accounts.tasks.sessions_clear_expired",
         "crontab": {"minute": "15", "hour": "3"},

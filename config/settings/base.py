@@ -149,3 +149,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# How long granted credits last by source, in days (vouchers carry their own lifetime).
+TOLLGATE_CREDIT_LIFETIME_DAYS = {
+    "purchase": env.int("TOLLGATE_PURCHASE_CREDIT_DAYS", default=90),
+    "trial": env.int("TOLLGATE_TRIAL_CREDIT_DAYS", default=30),
+    "grant": env.int("TOLLGATE_GRANT_CREDIT_DAYS", default=90),
+    "voucher": 90,
+    "adjustment": env.int("TOLLGATE_ADJUSTMENT_CREDIT_DAYS", default=365),
+}

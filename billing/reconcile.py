@@ -1,0 +1,176 @@
+"""The money invariants, checked against the database by ``manage.py reconcile``.
+
+Each check is one aggregate query over the whole ledger; a problem names the account.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count, DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import Company, CompanyBlock
+
+from .models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
+
+ZERO = Decimal(0)
+AMOUNT = DecimalField(max_digits=19, decimal_places=4)
+
+
+@dataclass(frozen=True)
+class Problem:
+    account: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    problems: list[Problem]
+    transactions: int
+    accounts: int
+    lots: int
+    companies: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sum_subquery(grouped, field: str = "amount"):
+    """The sum of ``field`` over ``grouped`` (a correlated queryset already grouped by one
+    value), zero when there are no rows."""
+    return Coalesce(
+        Subquery(grouped.annotate(total=Sum(field)).values("total"), output_field=AMOUNT),
+        Value(ZERO),
+    )
+
+
+def reconcile(now=None) -> ReconcileReport:
+    now = now or timezone.now()
+    problems: list[Problem] = []
+
+    # 1. Every transaction has two or more postings that sum to zero in each currency.
+    for row in (
+        LedgerPosting.objects.values("transaction_id", "amount_currency")
+        .annotate(total=Sum("amount"))
+        .exclude(total=0)
+    ):
+        tx = LedgerTransaction.objects.select_related("company").get(pk=row["transaction_id"])
+        problems.append(
+            Problem(
+                _company_label(tx.company),
+                f"transaction #{tx.pk} does not balance: {row['total']} {row['amount_currency']}",
+            )
+        )
+    for tx in (
+        LedgerTransaction.objects.annotate(n=Count("postings"))
+        .filter(n__lt=2)
+        .select_related("company")
+    ):
+        problems.append(
+            Problem(_company_label(tx.company), f"transaction #{tx.pk} has {tx.n} posting(s)")
+        )
+    for posting in LedgerPosting.objects.exclude(
+        amount_currency=F("account__currency")
+    ).select_related("account"):
+        problems.append(
+            Problem(str(posting.account), f"posting #{posting.pk} is in {posting.amount_currency}")
+        )
+
+    # 2. Each customer balance equals the sum of its postings.
+    posted = LedgerPosting.objects.filter(account=OuterRef("pk")).values("account")
+    for account in (
+        LedgerAccount.objects.filter(kind=LedgerAccount.Kind.CUSTOMER)
+        .annotate(posted=_sum_subquery(posted))
+        .exclude(balance=F("posted"))
+        .select_related("company")
+    ):
+        problems.append(
+            Problem(
+                _company_label(account.company),
+                f"balance {account.balance.amount} but its postings sum to {account.posted}",
+            )
+        )
+
+    # 3. Each lot's remaining equals its postings, and lies between zero and its amount.
+    lot_posted = LedgerPosting.objects.filter(lot=OuterRef("pk")).values("lot")
+    for lot in (
+        CreditLot.objects.annotate(posted=_sum_subquery(lot_posted))
+        .filter(~Q(remaining=F("posted")) | Q(remaining__lt=0) | Q(remaining__gt=F("amount")))
+        .select_related("company")
+    ):
+        problems.append(
+            Problem(
+                _company_label(lot.company),
+                f"credit lot #{lot.pk}: remaining {lot.remaining.amount} of {lot.amount.amount}, "
+                f"its postings sum to {lot.posted}",
+            )
+        )
+
+    # 4. Prepaid: the balance is held in lots only, is never negative, and what is available
+    #    is exactly the credit in lots not yet expired.
+    lots_total = CreditLot.objects.filter(company=OuterRef("company")).values("company")
+    for account in (
+        LedgerAccount.objects.filter(
+            kind=LedgerAccount.Kind.CUSTOMER, company__mode=Company.Mode.PREPAID
+        )
+        .annotate(in_lots=_sum_subquery(lots_total, "remaining"))
+        .filter(Q(balance__lt=0) | ~Q(balance=F("in_lots")))
+        .select_related("company")
+    ):
+        problems.append(
+            Problem(
+                _company_label(account.company),
+                f"prepaid balance {account.balance.amount} but its credit lots hold "
+                f"{account.in_lots}" + (" (negative)" if account.balance.amount < 0 else ""),
+            )
+        )
+    # (What is available to a prepaid company is, by definition, its lots unexpired at that
+    #  instant, so with the check above it equals the balance less the expired remainders.)
+    # No lot was spent after it expired: charges only take from lots unexpired at `now`.
+    for posting in (
+        LedgerPosting.objects.filter(
+            lot__isnull=False, amount__lt=0, transaction__posted_at__gte=F("lot__expires_at")
+        )
+        .exclude(
+            transaction__kind__in=[LedgerTransaction.Kind.EXPIRY, LedgerTransaction.Kind.REVERSAL]
+        )
+        .select_related("lot__company")
+    ):
+        problems.append(
+            Problem(
+                _company_label(posting.lot.company),
+                f"credit lot #{posting.lot_id} was spent by transaction #{posting.transaction_id} "
+                "after it expired",
+            )
+        )
+
+    # 5. A company is blocked exactly while it has an active block.
+    active = CompanyBlock.objects.filter(company=OuterRef("pk"), lifted_at=None)
+    for company in Company.objects.annotate(has_block=Subquery(active.values("pk")[:1])).filter(
+        Q(status=Company.Status.BLOCKED, has_block=None)
+        | Q(status=Company.Status.ACTIVE, has_block__isnull=False)
+    ):
+        problems.append(
+            Problem(
+                _company_label(company),
+                f"status is {company.status} but it has "
+                f"{'no' if company.has_block is None else 'an'} active block",
+            )
+        )
+
+    return ReconcileReport(
+        problems=problems,
+        transactions=LedgerTransaction.objects.count(),
+        accounts=LedgerAccount.objects.count(),
+        lots=CreditLot.objects.count(),
+        companies=Company.objects.count(),
+    )
+
+
+def _company_label(company: Company | None) -> str:
+    return f"company {company.account_code}" if company else "system"

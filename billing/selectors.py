@@ -1,0 +1,134 @@
+"""Reads of balances, lots and ledger history shared by the portal, the admin and the API."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import Company
+
+from .models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
+
+ZERO = Decimal(0)
+CHARGE_KINDS = (
+    LedgerTransaction.Kind.USAGE,
+    LedgerTransaction.Kind.RECURRING_FEE,
+    LedgerTransaction.Kind.ONE_TIME_FEE,
+)
+
+
+def company_balance(company: Company) -> Money:
+    """What the company holds (positive) or owes (negative), as the ledger last left it."""
+    account = (
+        LedgerAccount.objects.filter(kind=LedgerAccount.Kind.CUSTOMER, company=company)
+        .only("balance", "balance_currency")
+        .first()
+    )
+    return account.balance if account else Money(ZERO, company.currency)
+
+
+def _lot_sum(company: Company, **filters) -> Decimal:
+    total = CreditLot.objects.filter(company=company, remaining__gt=0, **filters).aggregate(
+        total=Sum("remaining")
+    )["total"]
+    return total or ZERO
+
+
+def company_available(company: Company, now: datetime | None = None) -> Money | None:
+    """What the company can still spend at ``now``; None means unlimited.
+
+    Prepaid: the credit left in lots unexpired at ``now``. Postpaid: the balance (less credit
+    in lots already expired) plus the credit limit; unlimited without a limit.
+    """
+    now = now or timezone.now()
+    if company.mode == Company.Mode.PREPAID:
+        return Money(_lot_sum(company, expires_at__gt=now), company.currency)
+    if company.credit_limit is None:
+        return None
+    effective = company_balance(company).amount - _lot_sum(company, expires_at__lte=now)
+    return Money(effective + company.credit_limit.amount, company.currency)
+
+
+def company_lots(company: Company) -> QuerySet[CreditLot]:
+    return CreditLot.objects.filter(company=company).order_by("expires_at", "id")
+
+
+def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
+    """The company's transactions, newest first, each with ``amount``: its net effect on the
+    company's balance (one subquery, no query per row)."""
+    net = (
+        LedgerPosting.objects.filter(
+            transaction=OuterRef("pk"), account__kind=LedgerAccount.Kind.CUSTOMER
+        )
+        .values("transaction")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return (
+        LedgerTransaction.objects.filter(company=company)
+        .annotate(
+            amount=Coalesce(
+                Subquery(net, output_field=DecimalField(max_digits=19, decimal_places=4)),
+                Value(ZERO),
+            )
+        )
+        .order_by("-posted_at", "-id")
+    )
+
+
+def average_daily_spend(company: Company, now: datetime, days: int = 30) -> Money:
+    """Charges (usage and fees) of the last ``days`` days, per day."""
+    spent = (
+        LedgerPosting.objects.filter(
+            account__kind=LedgerAccount.Kind.CUSTOMER,
+            account__company=company,
+            transaction__kind__in=CHARGE_KINDS,
+            transaction__posted_at__gte=now - timedelta(days=days),
+            transaction__posted_at__lt=now,
+        ).aggregate(total=Sum("amount"))["total"]
+        or ZERO
+    )
+    return Money(-spent / days, company.currency)
+
+
+@dataclass(frozen=True)
+class CreditRunway:
+    daily_spend: Money
+    runs_out_at: datetime | None  # None: nothing is being spent
+    expiring_unused: Money  # credit that will expire before it can be spent at this pace
+
+
+def credit_runway(company: Company, now: datetime | None = None) -> CreditRunway:
+    """How long the remaining credit lasts at the average daily spend of the last 30 days.
+
+    Spending follows the ledger's rule, soonest-expiry lot first: walking the lots in that
+    order, a lot lasts ``remaining / daily spend`` days unless it expires sooner, in which
+    case what is left of it when it expires is lost and spending moves to the next lot.
+    """
+    now = now or timezone.now()
+    daily = average_daily_spend(company, now).amount
+    lots = list(company_lots(company).filter(remaining__gt=0, expires_at__gt=now))
+    lost = ZERO
+    if daily <= 0:
+        return CreditRunway(Money(ZERO, company.currency), None, Money(ZERO, company.currency))
+    clock = now
+    for lot in lots:
+        if lot.expires_at <= clock:
+            lost += lot.remaining.amount
+            continue
+        finish = clock + timedelta(seconds=int(lot.remaining.amount * 86400 / daily))
+        if finish > lot.expires_at:
+            spendable_days = Decimal((lot.expires_at - clock).total_seconds()) / 86400
+            lost += lot.remaining.amount - spendable_days * daily
+            clock = lot.expires_at
+        else:
+            clock = finish
+    return CreditRunway(
+        daily_spend=Money(daily, company.currency),
+        runs_out_at=clock,
+        expiring_unused=Money(lost, company.currency),
+    )

@@ -1,0 +1,934 @@
+"""The ledger service: the only code that writes ledger transactions, postings, credit lots
+and customer balances.
+
+Guarantees of every public function here:
+
+- Atomic and keyword-only; the clock is the ``now`` argument (default: the current time).
+- Lock order: the company row (``accounts.services.lock_company``), then its credit lots.
+  Nothing here calls the network, so no lock is held across one.
+- Idempotent: every transaction has a unique idempotency key. The same key with the same
+  request returns the first result (``duplicate=True``); with a different request it raises
+  ``IdempotencyConflict``. Concurrent posts of one key serialise on the company row lock and
+  produce one transaction.
+- Amounts must already be rounded to the currency's minor unit (``billing.money``): the
+  ledger never rounds, so rating owns the one rounding step.
+- Prepaid: the balance never goes below zero. A charge takes what the unexpired lots hold,
+  records the rest as ``shortfall`` and blocks the company. Postpaid: lots are spent first,
+  then the balance goes negative; reaching ``-credit_limit`` blocks the company.
+- Lots are spent soonest-expiry first, and only lots unexpired at ``now``: charges never
+  depend on the expiry job having run, and the expiry job never touches a lot a charge may
+  still spend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from bisect import insort
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.db import models, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import Company, CompanyBlock
+from accounts.services import company_block, company_unblock, lock_company
+
+from ..exceptions import (
+    IdempotencyConflict,
+    InsufficientCredit,
+    InvalidAmount,
+    ModeSwitchRefused,
+    ReversalRefused,
+)
+from ..models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
+from ..money import quantize_amount
+
+Kind = LedgerTransaction.Kind
+Source = CreditLot.Source
+ZERO = Decimal(0)
+
+# Which transaction kind and which counter account a grant of each source uses.
+GRANT_KIND = {
+    Source.PURCHASE: Kind.PURCHASE,
+    Source.VOUCHER: Kind.VOUCHER,
+    Source.TRIAL: Kind.TRIAL,
+    Source.GRANT: Kind.GRANT,
+    Source.ADJUSTMENT: Kind.ADJUSTMENT,
+}
+GRANT_COUNTER_ACCOUNT = {
+    Source.PURCHASE: (LedgerAccount.Kind.CASH, "cash"),
+    Source.VOUCHER: (LedgerAccount.Kind.VOUCHER, "voucher"),
+    Source.TRIAL: (LedgerAccount.Kind.PROMOTIONAL, "promotional"),
+    Source.GRANT: (LedgerAccount.Kind.PROMOTIONAL, "promotional"),
+    Source.ADJUSTMENT: (LedgerAccount.Kind.ADJUSTMENT, "adjustment"),
+}
+ADJUSTMENT_ACCOUNT = (LedgerAccount.Kind.ADJUSTMENT, "adjustment")
+BREAKAGE_ACCOUNT = (LedgerAccount.Kind.BREAKAGE, "breakage")
+CHARGE_KINDS = frozenset({Kind.USAGE, Kind.RECURRING_FEE, Kind.ONE_TIME_FEE})
+
+
+def credit_lifetime(source: str) -> timedelta:
+    """The default lifetime of credits of ``source`` (settings.TOLLGATE_CREDIT_LIFETIME_DAYS)."""
+    return timedelta(days=settings.TOLLGATE_CREDIT_LIFETIME_DAYS[source])
+
+
+# --- Requests and results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """One charge to post: ``amount`` (>= 0) goes from the company to ``revenue:<revenue>``."""
+
+    amount: Money
+    revenue: str
+    idempotency_key: str
+    description: str
+    kind: str = Kind.USAGE
+    effective_at: datetime | None = None
+    cause: models.Model | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    transaction: LedgerTransaction | None
+    charged: Money
+    shortfall: Money
+    balance: Money
+    duplicate: bool = False
+    # Not posted because the company was blocked (only with ``refuse_when_blocked``).
+    refused: bool = False
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    transaction: LedgerTransaction
+    lot: CreditLot
+    duplicate: bool = False
+
+
+# --- Public services ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def company_charge(
+    *,
+    company: Company,
+    amount: Money,
+    revenue: str,
+    idempotency_key: str,
+    description: str,
+    kind: str = Kind.USAGE,
+    effective_at: datetime | None = None,
+    cause: models.Model | None = None,
+    metadata: dict | None = None,
+    now: datetime | None = None,
+) -> ChargeResult:
+    """Charge ``company`` once for ``amount``; see ``company_charge_many``."""
+    request = ChargeRequest(
+        amount=amount,
+        revenue=revenue,
+        idempotency_key=idempotency_key,
+        description=description,
+        kind=kind,
+        effective_at=effective_at,
+        cause=cause,
+        metadata=metadata or {},
+    )
+    return company_charge_many(company=company, charges=[request], now=now)[0]
+
+
+@transaction.atomic
+def company_charge_many(
+    *,
+    company: Company,
+    charges: Sequence[ChargeRequest],
+    now: datetime | None = None,
+    refuse_when_blocked: bool = False,
+) -> list[ChargeResult]:
+    """Post many charges of one company under one lock, in order; one result per charge.
+
+    Prepaid: each charge takes what the unexpired lots hold and records the rest as its
+    shortfall; when the credit is used up the company is blocked. Postpaid: lots first,
+    then the balance goes negative, and reaching the credit limit blocks the company.
+    With ``refuse_when_blocked`` (the usage API), a charge met by a blocked company, also
+    one blocked by an earlier charge of the batch, is not posted and comes back ``refused``.
+
+    Raises ``InvalidAmount`` (nothing is posted) or ``IdempotencyConflict``.
+    """
+    now = now or timezone.now()
+    book = _CompanyBook(company, now)
+    for request in charges:
+        book.check_amount(request.amount, allow_zero=True)
+        if request.kind not in CHARGE_KINDS:
+            raise InvalidAmount(f"“{request.kind}” is not a kind of charge.")
+    fingerprints: dict[str, str] = {}
+    for request in charges:
+        fingerprint = _charge_fingerprint(book.company.pk, request)
+        if fingerprints.setdefault(request.idempotency_key, fingerprint) != fingerprint:
+            raise IdempotencyConflict(
+                f"The idempotency key “{request.idempotency_key}” appears twice in the batch "
+                "for different charges."
+            )
+    existing = book.existing_transactions(fingerprints)
+    revenue_accounts = book.system_accounts(
+        {(LedgerAccount.Kind.REVENUE, f"revenue:{request.revenue}") for request in charges}
+    )
+    results: list[ChargeResult] = []
+    for request in charges:
+        if request.idempotency_key in existing:
+            results.append(book.duplicate_result(existing[request.idempotency_key], request))
+            continue
+        if refuse_when_blocked and book.is_blocked:
+            results.append(book.refused_result())
+            continue
+        result = book.charge(
+            request,
+            revenue_accounts[f"revenue:{request.revenue}"],
+            fingerprints[request.idempotency_key],
+        )
+        existing[request.idempotency_key] = result.transaction
+        results.append(result)
+    book.flush()
+    return results
+
+
+@transaction.atomic
+def credits_grant(
+    *,
+    company: Company,
+    amount: Money,
+    source: str,
+    idempotency_key: str,
+    description: str,
+    expires_at: datetime | None = None,
+    lifetime: timedelta | None = None,
+    actor=None,
+    cause: models.Model | None = None,
+    metadata: dict | None = None,
+    now: datetime | None = None,
+) -> GrantResult:
+    """Give ``company`` a credit lot of ``amount`` from ``source``, expiring at ``expires_at``
+    (or after ``lifetime``, or the source's default lifetime).
+
+    The counter account follows the source: purchases from cash, vouchers from voucher
+    clearing, trial and operator grants from promotional credit. Lifts a prepaid-depleted
+    or credit-limit block that the new credit clears.
+    """
+    now = now or timezone.now()
+    if source not in GRANT_KIND:
+        raise InvalidAmount(f"“{source}” is not a source of credit.")
+    book = _CompanyBook(company, now)
+    book.check_amount(amount)
+    # What was asked for, not the instant it was asked: a retry later is the same request.
+    fingerprint = _fingerprint(
+        op="grant",
+        company=book.company.pk,
+        source=source,
+        amount=amount.amount,
+        expires_at=expires_at,
+        lifetime=lifetime.total_seconds() if lifetime else None,
+    )
+    existing = book.existing_transactions({idempotency_key: fingerprint})
+    if idempotency_key in existing:
+        transaction_ = existing[idempotency_key]
+        return GrantResult(transaction_, transaction_.created_lot, duplicate=True)
+    expires_at = expires_at or now + (lifetime or credit_lifetime(source))
+    if expires_at <= now:
+        raise InvalidAmount("Credits must expire after the moment they are granted.")
+    counter_kind, counter_code = GRANT_COUNTER_ACCOUNT[source]
+    counter = book.system_accounts({(counter_kind, counter_code)})[counter_code]
+    lot = book.new_lot(amount.amount, source=source, expires_at=expires_at)
+    transaction_ = book.add_transaction(
+        kind=GRANT_KIND[source],
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        description=description,
+        actor=actor,
+        cause=cause,
+        metadata=metadata,
+        postings=[(book.account, amount.amount, lot), (counter, -amount.amount, None)],
+    )
+    book.flush()
+    return GrantResult(transaction_, lot)
+
+
+@transaction.atomic
+def balance_adjust(
+    *,
+    company: Company,
+    amount: Money,
+    reason: str,
+    actor,
+    idempotency_key: str,
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Staff correction of a balance: ``amount`` > 0 credits, < 0 debits the company.
+
+    Prepaid: a credit becomes an adjustment lot (expiring at ``expires_at`` or after the
+    adjustment lifetime); a debit spends lots and may not exceed the available credit
+    (``InsufficientCredit``). Postpaid: a credit lowers what is owed; a debit spends lots,
+    then raises what is owed. The counter account is Adjustments.
+    """
+    now = now or timezone.now()
+    if not reason.strip():
+        raise InvalidAmount("Say why the balance is adjusted.")
+    book = _CompanyBook(company, now)
+    if amount.amount == 0:
+        raise InvalidAmount("An adjustment of zero changes nothing.")
+    book.check_amount(Money(abs(amount.amount), amount.currency))
+    if expires_at is not None and expires_at <= now:
+        raise InvalidAmount("Credits must expire after the moment they are granted.")
+    fingerprint = _fingerprint(
+        op="adjust", company=book.company.pk, amount=amount.amount, expires_at=expires_at
+    )
+    existing = book.existing_transactions({idempotency_key: fingerprint})
+    if idempotency_key in existing:
+        return existing[idempotency_key]
+    counter = book.system_accounts({ADJUSTMENT_ACCOUNT})["adjustment"]
+    value = amount.amount
+    if value > 0:
+        customer = book.credit(value, source=Source.ADJUSTMENT, expires_at=expires_at)
+    else:
+        customer, shortfall = book.debit(-value)
+        if shortfall:
+            raise InsufficientCredit(
+                f"Only {book.money(-value - shortfall)} of credit is available; "
+                f"a debit of {book.money(-value)} would take the balance below zero."
+            )
+    transaction_ = book.add_transaction(
+        kind=Kind.ADJUSTMENT,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        description=reason.strip(),
+        actor=actor,
+        postings=[*customer, (counter, -value, None)],
+    )
+    book.flush()
+    return transaction_
+
+
+@transaction.atomic
+def ledger_reverse(
+    *,
+    transaction: LedgerTransaction,
+    reason: str,
+    actor=None,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> LedgerTransaction:
+    """Post the exact opposite of ``transaction``; the original stays as it was.
+
+    Credit taken from a lot goes back to that lot if it is still unexpired, otherwise into a
+    new adjustment lot (prepaid) or the plain balance (postpaid). Credit granted into a lot
+    can be reversed only while the lot still holds all of it. Refuses (``ReversalRefused``)
+    a transaction already reversed, a reversal, and a credit expiry (grant new credits
+    instead). Idempotency key: ``reversal:<id>`` unless given.
+    """
+    now = now or timezone.now()
+    original = transaction
+    if not reason.strip():
+        raise ReversalRefused("Say why the transaction is reversed.")
+    if original.kind == Kind.EXPIRY:
+        raise ReversalRefused("Expired credit cannot be revived by a reversal; grant new credits.")
+    if original.reverses_id is not None:
+        raise ReversalRefused(f"Transaction #{original.pk} is itself a reversal.")
+    idempotency_key = idempotency_key or f"reversal:{original.pk}"
+    if original.company_id is None:
+        raise ReversalRefused(f"Transaction #{original.pk} belongs to no company.")
+    fingerprint = _fingerprint(op="reverse", transaction=original.pk)
+    book = _CompanyBook(original.company, now)
+    existing = book.existing_transactions({idempotency_key: fingerprint})
+    if idempotency_key in existing:
+        return existing[idempotency_key]
+    if LedgerTransaction.objects.filter(reverses=original).exists():
+        raise ReversalRefused(f"Transaction #{original.pk} has already been reversed.")
+
+    postings = []
+    for posting in original.postings.select_related("account").order_by("id"):
+        value = posting.amount.amount
+        if posting.account_id != book.account.pk:
+            postings.append((posting.account, -value, None))
+        elif value > 0:
+            postings.extend(book.take_back_from_lot(posting.lot_id, value, original))
+        elif value < 0:
+            postings.extend(
+                book.credit(-value, source=Source.ADJUSTMENT, into_lot_id=posting.lot_id)
+            )
+        else:
+            postings.append((posting.account, ZERO, None))
+    description = f"Reversal of #{original.pk} ({original.description}): {reason.strip()}"
+    transaction_ = book.add_transaction(
+        kind=Kind.REVERSAL,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        description=description,
+        actor=actor,
+        postings=postings,
+        reverses=original,
+    )
+    book.flush()
+    return transaction_
+
+
+@transaction.atomic
+def credits_expire(*, company: Company, now: datetime | None = None) -> list[LedgerTransaction]:
+    """Post one expiry transaction for each lot that expired at or before ``now`` with credit
+    left, moving the remainder to breakage. Idempotent: a lot expires once
+    (key ``expiry:lot:<id>``), and a second run finds nothing left to expire.
+    """
+    now = now or timezone.now()
+    book = _CompanyBook(company, now)
+    lots = list(
+        CreditLot.objects.select_for_update()
+        .filter(company=book.company, remaining__gt=0, expires_at__lte=now)
+        .order_by("expires_at", "id")
+    )
+    if not lots:
+        return []
+    breakage = book.system_accounts({BREAKAGE_ACCOUNT})["breakage"]
+    transactions = []
+    for lot in lots:
+        book.adopt_lot(lot)
+        value = book.lot_remaining[lot.pk]
+        book.lot_remaining[lot.pk] = ZERO
+        book.dirty_lots.add(lot.pk)
+        book.balance -= value
+        book.debited = True
+        book.expired_unposted_total = ZERO
+        transactions.append(
+            book.add_transaction(
+                kind=Kind.EXPIRY,
+                idempotency_key=f"expiry:lot:{lot.pk}",
+                fingerprint=_fingerprint(op="expire", lot=lot.pk),
+                description=(
+                    f"Expired: {book.money(value)} left of {lot.get_source_display().lower()} "
+                    f"credit granted {lot.granted_at:%Y-%m-%d}, expired {lot.expires_at:%Y-%m-%d}"
+                ),
+                effective_at=lot.expires_at,
+                cause=lot,
+                postings=[(book.account, -value, lot), (breakage, value, None)],
+            )
+        )
+    book.flush()
+    return transactions
+
+
+@transaction.atomic
+def company_mode_switch(
+    *, company: Company, mode: str, actor, reason: str, now: datetime | None = None
+) -> Company:
+    """Switch between prepaid and postpaid (a staff action).
+
+    Rules: prepaid → postpaid is always allowed (lots stay and are spent first; a
+    prepaid-depleted block is lifted). Postpaid → prepaid is allowed only when nothing is
+    owed and no money sits outside credit lots, because a prepaid balance lives in lots
+    only; a credit-limit block is lifted. Raises ``ModeSwitchRefused`` with the reason.
+    """
+    now = now or timezone.now()
+    if mode not in Company.Mode.values:
+        raise ModeSwitchRefused(f"“{mode}” is not a billing mode.")
+    if not reason.strip():
+        raise ModeSwitchRefused("Say why the mode is switched.")
+    book = _CompanyBook(company, now)
+    if book.company.mode == mode:
+        raise ModeSwitchRefused(
+            f"{book.company.name} is already {book.company.get_mode_display().lower()}."
+        )
+    if mode == Company.Mode.PREPAID:
+        in_lots = (
+            CreditLot.objects.filter(company=book.company).aggregate(total=Sum("remaining"))[
+                "total"
+            ]
+            or ZERO
+        )
+        outside_lots = book.balance - in_lots
+        if outside_lots < 0:
+            raise ModeSwitchRefused(
+                f"{book.company.name} owes {book.money(-outside_lots)}; it can switch to "
+                "prepaid once that is paid."
+            )
+        if outside_lots > 0:
+            raise ModeSwitchRefused(
+                f"{book.money(outside_lots)} of the balance is not in credit lots; debit it "
+                "and grant it as credits (with an expiry) before switching to prepaid."
+            )
+    Company.objects.filter(pk=book.company.pk).update(mode=mode)
+    book.company.mode = company.mode = mode
+    book.sync_blocks()
+    return company
+
+
+# --- The locked state of one company --------------------------------------------------------
+
+
+class _CompanyBook:
+    """One company's money, locked for the length of the database transaction.
+
+    Opening it locks the company row; spending loads and locks the spendable lots in
+    expiry order. Changes are collected in memory and written by ``flush`` in a few bulk
+    statements, so a batch of charges costs a fixed number of queries.
+    """
+
+    def __init__(self, company: Company, now: datetime):
+        self.now = now
+        self.company = lock_company(company.pk)
+        self.caller_company = company
+        self.currency = self.company.currency
+        self.account, _ = LedgerAccount.objects.get_or_create(
+            kind=LedgerAccount.Kind.CUSTOMER,
+            company=self.company,
+            defaults={
+                "code": "customer",
+                "currency": self.currency,
+                "balance": Money(ZERO, self.currency),
+            },
+        )
+        self.balance: Decimal = self.account.balance.amount
+        self.lots: dict[int, CreditLot] = {}
+        self.lot_remaining: dict[int, Decimal] = {}
+        self.dirty_lots: set[int] = set()
+        self._spendable: list[tuple[datetime, int, CreditLot]] | None = None
+        self._new_lots: list[CreditLot] = []
+        self._pending: list[tuple[LedgerTransaction, list[LedgerPosting]]] = []
+        self._lots_awaiting_grant: list[CreditLot] = []
+        self.expired_unposted_total: Decimal | None = None
+        self.debited = False
+        self.shortfall_seen = False
+        self.block_pending: str | None = None
+
+    # Amounts ------------------------------------------------------------------------------
+
+    def money(self, value: Decimal) -> Money:
+        return Money(value, self.currency)
+
+    def check_amount(self, amount: Money, *, allow_zero: bool = False) -> None:
+        if str(amount.currency) != self.currency:
+            raise InvalidAmount(
+                f"{amount} is not in {self.company.name}'s currency ({self.currency})."
+            )
+        if amount.amount < 0 or (amount.amount == 0 and not allow_zero):
+            raise InvalidAmount(f"The amount must be more than zero, not {amount}.")
+        if quantize_amount(amount.amount, self.currency) != amount.amount:
+            raise InvalidAmount(
+                f"{amount.amount} has more decimals than {self.currency} allows; round it first."
+            )
+
+    # Lots ---------------------------------------------------------------------------------
+
+    def spendable(self) -> list[tuple[datetime, int, CreditLot]]:
+        """Unexpired lots with credit left, soonest expiry first (locked on first use)."""
+        if self._spendable is None:
+            self._spendable = []
+            for lot in (
+                CreditLot.objects.select_for_update()
+                .filter(company=self.company, remaining__gt=0, expires_at__gt=self.now)
+                .order_by("expires_at", "id")
+            ):
+                self.adopt_lot(lot)
+                self._spendable.append((lot.expires_at, lot.pk, lot))
+        return self._spendable
+
+    def adopt_lot(self, lot: CreditLot) -> None:
+        if lot.pk not in self.lots:
+            self.lots[lot.pk] = lot
+            self.lot_remaining[lot.pk] = lot.remaining.amount
+
+    def locked_lot(self, lot_id: int) -> CreditLot:
+        if lot_id not in self.lots:
+            self.adopt_lot(CreditLot.objects.select_for_update().get(pk=lot_id))
+        return self.lots[lot_id]
+
+    def available_in_lots(self) -> Decimal:
+        return sum((self.lot_remaining[lot.pk] for *_, lot in self.spendable()), ZERO)
+
+    def expired_unposted(self) -> Decimal:
+        """Credit in lots already expired whose expiry the job has not posted yet (once)."""
+        if self.expired_unposted_total is None:
+            total = CreditLot.objects.filter(
+                company=self.company, remaining__gt=0, expires_at__lte=self.now
+            ).aggregate(total=Sum("remaining"))["total"]
+            self.expired_unposted_total = total or ZERO
+        return self.expired_unposted_total
+
+    def new_lot(self, value: Decimal, *, source: str, expires_at: datetime | None) -> CreditLot:
+        expires_at = expires_at or self.now + credit_lifetime(source)
+        lot = CreditLot(
+            company=self.company,
+            source=source,
+            amount=self.money(value),
+            remaining=self.money(value),
+            granted_at=self.now,
+            expires_at=expires_at,
+        )
+        self._new_lots.append(lot)
+        self._lots_awaiting_grant.append(lot)
+        # Until it is saved the lot has no id; a temporary negative key keeps it apart.
+        key = -len(self._new_lots)
+        self.lots[key] = lot
+        self.lot_remaining[key] = value
+        lot._book_key = key
+        insort(self.spendable(), (expires_at, key, lot), key=_spend_order)
+        self.balance += value
+        return lot
+
+    # Spending and crediting ---------------------------------------------------------------
+
+    def debit(self, value: Decimal) -> tuple[list[tuple], Decimal]:
+        """Take ``value`` from the company: lots first; then the plain balance (postpaid) or
+        a shortfall (prepaid). Returns the customer postings and the shortfall."""
+        postings, left = [], value
+        for *_, lot in self.spendable():
+            if left <= 0:
+                break
+            key = _lot_key(lot)
+            take = min(self.lot_remaining[key], left)
+            if take > 0:
+                self.lot_remaining[key] -= take
+                self.dirty_lots.add(key)
+                postings.append((self.account, -take, lot))
+                left -= take
+        shortfall = ZERO
+        if left > 0:
+            if self.company.mode == Company.Mode.PREPAID:
+                shortfall = left
+            else:
+                postings.append((self.account, -left, None))
+        self.balance -= value - shortfall
+        self.debited = True
+        return postings, shortfall
+
+    def credit(
+        self,
+        value: Decimal,
+        *,
+        source: str,
+        expires_at: datetime | None = None,
+        into_lot_id: int | None = None,
+    ) -> list[tuple]:
+        """Give ``value`` to the company: back into ``into_lot_id`` if it is unexpired, else a
+        new lot (prepaid) or the plain balance (postpaid)."""
+        if into_lot_id is not None:
+            lot = self.locked_lot(into_lot_id)
+            if lot.expires_at > self.now:
+                self.lot_remaining[lot.pk] += value
+                self.dirty_lots.add(lot.pk)
+                if all(entry[1] != lot.pk for entry in self.spendable()):
+                    insort(self.spendable(), (lot.expires_at, lot.pk, lot), key=_spend_order)
+                self.balance += value
+                return [(self.account, value, lot)]
+        if self.company.mode == Company.Mode.PREPAID:
+            lot = self.new_lot(value, source=source, expires_at=expires_at)
+            return [(self.account, value, lot)]
+        self.balance += value
+        return [(self.account, value, None)]
+
+    def take_back_from_lot(self, lot_id: int | None, value: Decimal, original) -> list[tuple]:
+        """Reverse credit that ``original`` put into a lot (or the plain balance)."""
+        if lot_id is None:
+            postings, shortfall = self.debit(value)
+            if shortfall:
+                raise ReversalRefused(
+                    f"Reversing #{original.pk} needs {self.money(value)} but only "
+                    f"{self.money(value - shortfall)} of credit is left."
+                )
+            return postings
+        lot = self.locked_lot(lot_id)
+        left = self.lot_remaining[lot.pk]
+        if left < value:
+            raise ReversalRefused(
+                f"{self.money(value - left)} of the credit granted by #{original.pk} has "
+                f"already been used or expired; adjust the balance instead."
+            )
+        self.lot_remaining[lot.pk] -= value
+        self.dirty_lots.add(lot.pk)
+        self.balance -= value
+        self.debited = True
+        return [(self.account, -value, lot)]
+
+    def charge(
+        self, request: ChargeRequest, revenue_account: LedgerAccount, fingerprint: str
+    ) -> ChargeResult:
+        value = request.amount.amount
+        postings, shortfall = self.debit(value)
+        taken = value - shortfall
+        if not postings:
+            postings = [(self.account, ZERO, None)]  # keep the company's side on record
+        postings.append((revenue_account, taken, None))
+        if shortfall:
+            self.shortfall_seen = True
+        transaction_ = self.add_transaction(
+            kind=request.kind,
+            idempotency_key=request.idempotency_key,
+            fingerprint=fingerprint,
+            description=request.description,
+            effective_at=request.effective_at,
+            cause=request.cause,
+            metadata=request.metadata,
+            postings=postings,
+            shortfall=shortfall or None,
+        )
+        self._note_block_after_debit()
+        return ChargeResult(
+            transaction=transaction_,
+            charged=self.money(taken),
+            shortfall=self.money(shortfall),
+            balance=self.money(self.balance),
+        )
+
+    # Blocking -----------------------------------------------------------------------------
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.company.status == Company.Status.BLOCKED or self.block_pending is not None
+
+    def _credit_limit_reached(self) -> bool:
+        limit = self.company.credit_limit
+        if self.company.mode != Company.Mode.POSTPAID or limit is None:
+            return False
+        return self.balance - self.expired_unposted() <= -limit.amount
+
+    def _note_block_after_debit(self) -> None:
+        """Decide in memory whether the last debit blocks the company (written at flush)."""
+        if self.block_pending is not None:
+            return
+        if self.company.mode == Company.Mode.PREPAID:
+            if self.shortfall_seen or self.available_in_lots() <= 0:
+                self.block_pending = CompanyBlock.Reason.PREPAID_DEPLETED
+        elif self._credit_limit_reached():
+            self.block_pending = CompanyBlock.Reason.CREDIT_LIMIT
+
+    def sync_blocks(self) -> None:
+        """Set a block the money now calls for, and lift automatic blocks whose cause cleared."""
+        if self.debited:
+            self._note_block_after_debit()
+        if self.block_pending is not None:
+            company_block(company=self.company, reason=self.block_pending, now=self.now)
+        if self.company.status != Company.Status.BLOCKED:
+            return
+        prepaid = self.company.mode == Company.Mode.PREPAID
+        if not prepaid or self.available_in_lots() > 0:
+            company_unblock(
+                company=self.company,
+                reason=CompanyBlock.Reason.PREPAID_DEPLETED,
+                now=self.now,
+                note="Credit added" if prepaid else "Switched to postpaid",
+            )
+        if prepaid or not self._credit_limit_reached():
+            company_unblock(
+                company=self.company,
+                reason=CompanyBlock.Reason.CREDIT_LIMIT,
+                now=self.now,
+                note="Switched to prepaid" if prepaid else "Back under the credit limit",
+            )
+        self.caller_company.status = self.company.status
+        self.caller_company.blocked_reason = self.company.blocked_reason
+
+    # Transactions -------------------------------------------------------------------------
+
+    def system_accounts(self, wanted: set[tuple[str, str]]) -> dict[str, LedgerAccount]:
+        return _system_accounts(wanted, self.currency)
+
+    def existing_transactions(self, fingerprints: dict[str, str]) -> dict[str, LedgerTransaction]:
+        return _existing_transactions(fingerprints)
+
+    def add_transaction(
+        self,
+        *,
+        kind,
+        idempotency_key,
+        fingerprint,
+        description,
+        postings,
+        actor=None,
+        cause=None,
+        metadata=None,
+        effective_at=None,
+        shortfall=None,
+        reverses=None,
+    ) -> LedgerTransaction:
+        transaction_ = _new_transaction(
+            kind=kind,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            description=description,
+            actor=actor,
+            cause=cause,
+            metadata=metadata,
+            posted_at=self.now,
+            effective_at=effective_at,
+            reverses=reverses,
+            company=self.company,
+            currency=self.currency,
+        )
+        transaction_.shortfall = self.money(shortfall) if shortfall else None
+        transaction_.balance_after = self.money(self.balance)
+        # A lot created for this transaction records it as its grant.
+        for lot in self._lots_awaiting_grant:
+            lot.grant_transaction = transaction_
+        self._lots_awaiting_grant = []
+        self._pending.append((transaction_, _new_postings(transaction_, postings, self.currency)))
+        return transaction_
+
+    def flush(self) -> None:
+        """Write everything collected, in few statements; then blocks follow the balance."""
+        if self._pending:
+            transactions = [transaction_ for transaction_, _ in self._pending]
+            LedgerTransaction.objects.bulk_create(transactions)
+            if self._new_lots:
+                for lot in self._new_lots:
+                    lot.remaining = self.money(self.lot_remaining[lot._book_key])
+                CreditLot.objects.bulk_create(self._new_lots)
+                for lot in self._new_lots:
+                    del self.lots[lot._book_key]
+                    self.lots[lot.pk] = lot
+                    self.lot_remaining[lot.pk] = self.lot_remaining.pop(lot._book_key)
+                    self.dirty_lots.discard(lot._book_key)
+            LedgerPosting.objects.bulk_create(
+                [posting for _, postings in self._pending for posting in postings]
+            )
+            changed = []
+            for key in self.dirty_lots:
+                lot = self.lots[key]
+                lot.remaining = self.money(self.lot_remaining[key])
+                changed.append(lot)
+            if changed:
+                CreditLot.objects.bulk_update(changed, ["remaining"])
+            self.account.balance = self.money(self.balance)
+            LedgerAccount.objects.filter(pk=self.account.pk).update(balance=self.account.balance)
+            self._pending, self._new_lots, self.dirty_lots = [], [], set()
+        self.sync_blocks()
+
+    def duplicate_result(
+        self, transaction_: LedgerTransaction, request: ChargeRequest
+    ) -> ChargeResult:
+        """The first result again. Same fingerprint means the same amount was asked for, so
+        what it charged is that amount less its recorded shortfall."""
+        shortfall = transaction_.shortfall.amount if transaction_.shortfall else ZERO
+        return ChargeResult(
+            transaction=transaction_,
+            charged=self.money(request.amount.amount - shortfall),
+            shortfall=self.money(shortfall),
+            balance=transaction_.balance_after,
+            duplicate=True,
+        )
+
+    def refused_result(self) -> ChargeResult:
+        return ChargeResult(
+            transaction=None,
+            charged=self.money(ZERO),
+            shortfall=self.money(ZERO),
+            balance=self.money(self.balance),
+            refused=True,
+        )
+
+
+# --- Helpers --------------------------------------------------------------------------------
+
+
+def _lot_key(lot: CreditLot) -> int:
+    return lot.pk if lot.pk is not None else lot._book_key
+
+
+def _spend_order(entry: tuple[datetime, int, CreditLot]) -> tuple:
+    """Soonest expiry first; among equal expiries the older (saved) lot first."""
+    expires_at, key, _ = entry
+    return (expires_at, key < 0, abs(key))
+
+
+def _charge_fingerprint(company_id: int, request: ChargeRequest) -> str:
+    return _fingerprint(
+        op="charge",
+        company=company_id,
+        kind=request.kind,
+        revenue=request.revenue,
+        amount=request.amount.amount,
+    )
+
+
+def _fingerprint(**request) -> str:
+    """A stable hash of what was asked for (amounts as strings, keys sorted)."""
+    payload = json.dumps(request, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _existing_transactions(fingerprints: dict[str, str]) -> dict[str, LedgerTransaction]:
+    found = {
+        transaction_.idempotency_key: transaction_
+        for transaction_ in LedgerTransaction.objects.filter(idempotency_key__in=list(fingerprints))
+    }
+    for key, transaction_ in found.items():
+        if transaction_.fingerprint != fingerprints[key]:
+            raise IdempotencyConflict(
+                f"The idempotency key “{key}” was already used for a different request "
+                f"(transaction #{transaction_.pk}); use a new key for a new request."
+            )
+    return found
+
+
+def _system_accounts(wanted: set[tuple[str, str]], currency: str) -> dict[str, LedgerAccount]:
+    codes = {code for _, code in wanted}
+    accounts = {
+        account.code: account
+        for account in LedgerAccount.objects.filter(company=None, currency=currency, code__in=codes)
+    }
+    for kind, code in wanted:
+        if code not in accounts:
+            accounts[code], _ = LedgerAccount.objects.get_or_create(
+                company=None,
+                code=code,
+                currency=currency,
+                defaults={"kind": kind, "balance": Money(ZERO, currency)},
+            )
+    return accounts
+
+
+def _new_transaction(
+    *,
+    kind,
+    idempotency_key,
+    fingerprint,
+    description,
+    actor,
+    cause,
+    metadata,
+    posted_at,
+    effective_at,
+    reverses,
+    company,
+    currency,
+) -> LedgerTransaction:
+    return LedgerTransaction(
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        kind=kind,
+        company=company,
+        description=description[:500],
+        posted_at=posted_at,
+        effective_at=effective_at or posted_at,
+        actor=actor,
+        cause_type=ContentType.objects.get_for_model(cause) if cause is not None else None,
+        cause_id=cause.pk if cause is not None else None,
+        reverses=reverses,
+        metadata=metadata or {},
+    )
+
+
+def _new_postings(transaction_, postings: list[tuple], currency: str) -> list[LedgerPosting]:
+    total = sum((value for _, value, _ in postings), ZERO)
+    if total != 0 or len(postings) < 2:
+        raise AssertionError(f"Unbalanced transaction {transaction_.idempotency_key}: {postings}")
+    return [
+        LedgerPosting(
+            transaction=transaction_, account=account, amount=Money(value, currency), lot=lot
+        )
+        for account, value, lot in postings
+    ]

@@ -1,0 +1,27 @@
+"""Celery tasks of the billing app: thin wrappers, safe to run twice or at once."""
+
+from celery import shared_task
+from django.utils import timezone
+
+from accounts.models import Company
+
+from .services.expiry import companies_with_expired_credit
+from .services.ledger import credits_expire
+
+
+@shared_task(acks_late=True)
+def credits_expire_all() -> int:
+    """Fan out: one task per company with expired credit left."""
+    company_ids = companies_with_expired_credit(timezone.now())
+    for company_id in company_ids:
+        credits_expire_company.delay(company_id)
+    return len(company_ids)
+
+
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def credits_expire_company(company_id: int) -> int:
+    """Expire one company's expired lots; idempotent (each lot expires once)."""
+    company = Company.objects.filter(pk=company_id).first()
+    if company is None:
+        return 0
+    return len(credits_expire(company=company))
