@@ -43,6 +43,11 @@ test: $(VENV)/.installed compilemessages
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
+## Ledger throughput on PostgreSQL (bench/README.md): DATABASE_URL=postgres://... make bench BENCH_ARGS=--quick
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python bench/ledger_post.py $(BENCH_ARGS)
+
 ## Re-extract the translatable strings into locale/*/LC_MESSAGES/django.po.
 messages: $(VENV)/.installed
 	$(BIN)/python manage.py makemessages --locale ja --ignore "$(VENV)/*" --ignore "var/*"

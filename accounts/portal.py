@@ -22,6 +22,7 @@ SESSION_COMPANY_KEY = "portal_company_id"
 # adds one line here.
 PORTAL_NAV: list[tuple[str, str, str]] = [
     ("portal:dashboard", _("Dashboard"), "view_account"),
+    ("portal:credits", _("Credits"), "view_billing"),
     ("portal:subaccounts", _("Subaccounts"), "view_account"),
 ]
 

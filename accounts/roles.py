@@ -22,16 +22,20 @@ def role_can(role: str, capability: str) -> bool:
     return role in PORTAL_CAPABILITIES[capability]
 
 
-# Staff groups. Permissions are given by app label and action so that models added later
-# are covered by re-running ``manage.py setup_staff_groups``.
+# Staff groups. Permissions are given by app label, either as actions (``view``, ``add``...,
+# matched against the standard ``<action>_<model>`` codenames) or as ``EVERY_PERMISSION``:
+# all the app's permissions, custom ones included (``billing.adjust_balance``...). Models
+# and permissions added later are covered by re-running ``manage.py setup_staff_groups``.
 PROJECT_APPS = ("accounts", "billing", "vouchers", "invoicing", "django_celery_beat")
 ALL_ACTIONS = ("view", "add", "change", "delete")
-STAFF_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
-    # Everything in the project's apps, and managing users.
-    "Billing admin": {**dict.fromkeys(PROJECT_APPS, ALL_ACTIONS), "auth": ALL_ACTIONS},
+EVERY_PERMISSION = "*"
+STAFF_GROUPS: dict[str, dict[str, tuple[str, ...] | str]] = {
+    # Everything in the project's apps (also adjusting balances, granting credits, reversing,
+    # blocking, switching mode), and managing users.
+    "Billing admin": {**dict.fromkeys(PROJECT_APPS, EVERY_PERMISSION), "auth": ALL_ACTIONS},
     # Read-only everywhere.
     "Support": dict.fromkeys(PROJECT_APPS, ("view",)),
-    # Payments and statements (invoicing) in full; the rest read-only.
+    # Payments and statements (invoicing) in full; the rest read-only. No money actions.
     "Finance": {
         **dict.fromkeys(PROJECT_APPS, ("view",)),
         "invoicing": ("view", "add", "change"),

@@ -9,7 +9,7 @@ from django.utils import timezone
 from . import signals
 from .exceptions import BlockingError, MembershipExists, SubaccountCodeTaken
 from .models import Company, CompanyBlock, Membership, Subaccount
-from .roles import STAFF_GROUPS
+from .roles import EVERY_PERMISSION, STAFF_GROUPS
 
 
 @transaction.atomic
@@ -72,7 +72,8 @@ def membership_grant(*, user, company: Company, role: str) -> Membership:
 
 @transaction.atomic
 def staff_groups_sync() -> dict[str, int]:
-    """Create or update the operator staff groups to exactly the permissions in ``roles``.
+    """Create or update the operator staff groups to exactly the permissions in ``roles``
+    (an app given as ``EVERY_PERMISSION`` gets all of its permissions, custom ones too).
 
     Idempotent; returns the number of permissions each group ended up with.
     """
@@ -81,10 +82,12 @@ def staff_groups_sync() -> dict[str, int]:
         group, _ = Group.objects.get_or_create(name=group_name)
         wanted = Permission.objects.none()
         for app_label, actions in spec.items():
+            of_app = Permission.objects.filter(content_type__app_label=app_label)
+            if actions == EVERY_PERMISSION:
+                wanted |= of_app
+                continue
             for action in actions:
-                wanted |= Permission.objects.filter(
-                    content_type__app_label=app_label, codename__startswith=f"{action}_"
-                )
+                wanted |= of_app.filter(codename__startswith=f"{action}_")
         group.permissions.set(wanted)
         result[group_name] = group.permissions.count()
     return result

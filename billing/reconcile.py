@@ -16,6 +16,19 @@ from .models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
 
 ZERO = Decimal(0)
 AMOUNT = DecimalField(max_digits=19, decimal_places=4)
+# Amounts have at most four decimal places, so two amounts differ by at least 0.0001 when
+# they differ at all. Comparing with half of that is exact on PostgreSQL (numeric) and
+# immune to SQLite summing decimals as binary floating point.
+HALF_UNIT = Decimal("0.00005")
+
+
+def _differs(left, right) -> Q:
+    """``left`` and ``right`` (field names or expressions) are not the same amount."""
+    return Q(**{f"{left}__gt": F(right) + HALF_UNIT}) | Q(**{f"{left}__lt": F(right) - HALF_UNIT})
+
+
+def _amount(value) -> Decimal:
+    return Decimal(value).quantize(Decimal("0.0001"))
 
 
 @dataclass(frozen=True)
@@ -57,13 +70,14 @@ def reconcile(now=None) -> ReconcileReport:
     for row in (
         LedgerPosting.objects.values("transaction_id", "amount_currency")
         .annotate(total=Sum("amount"))
-        .exclude(total=0)
+        .filter(Q(total__gt=HALF_UNIT) | Q(total__lt=-HALF_UNIT))
     ):
         tx = LedgerTransaction.objects.select_related("company").get(pk=row["transaction_id"])
         problems.append(
             Problem(
                 _company_label(tx.company),
-                f"transaction #{tx.pk} does not balance: {row['total']} {row['amount_currency']}",
+                f"transaction #{tx.pk} does not balance: {_amount(row['total'])} "
+                f"{row['amount_currency']}",
             )
         )
     for tx in (
@@ -86,13 +100,14 @@ def reconcile(now=None) -> ReconcileReport:
     for account in (
         LedgerAccount.objects.filter(kind=LedgerAccount.Kind.CUSTOMER)
         .annotate(posted=_sum_subquery(posted))
-        .exclude(balance=F("posted"))
+        .filter(_differs("balance", "posted"))
         .select_related("company")
     ):
         problems.append(
             Problem(
                 _company_label(account.company),
-                f"balance {account.balance.amount} but its postings sum to {account.posted}",
+                f"balance {_amount(account.balance.amount)} but its postings sum to "
+                f"{_amount(account.posted)}",
             )
         )
 
@@ -100,14 +115,14 @@ def reconcile(now=None) -> ReconcileReport:
     lot_posted = LedgerPosting.objects.filter(lot=OuterRef("pk")).values("lot")
     for lot in (
         CreditLot.objects.annotate(posted=_sum_subquery(lot_posted))
-        .filter(~Q(remaining=F("posted")) | Q(remaining__lt=0) | Q(remaining__gt=F("amount")))
+        .filter(_differs("remaining", "posted") | Q(remaining__lt=0) | Q(remaining__gt=F("amount")))
         .select_related("company")
     ):
         problems.append(
             Problem(
                 _company_label(lot.company),
-                f"credit lot #{lot.pk}: remaining {lot.remaining.amount} of {lot.amount.amount}, "
-                f"its postings sum to {lot.posted}",
+                f"credit lot #{lot.pk}: remaining {_amount(lot.remaining.amount)} of "
+                f"{_amount(lot.amount.amount)}, its postings sum to {_amount(lot.posted)}",
             )
         )
 
@@ -119,14 +134,15 @@ def reconcile(now=None) -> ReconcileReport:
             kind=LedgerAccount.Kind.CUSTOMER, company__mode=Company.Mode.PREPAID
         )
         .annotate(in_lots=_sum_subquery(lots_total, "remaining"))
-        .filter(Q(balance__lt=0) | ~Q(balance=F("in_lots")))
+        .filter(Q(balance__lt=0) | _differs("balance", "in_lots"))
         .select_related("company")
     ):
         problems.append(
             Problem(
                 _company_label(account.company),
-                f"prepaid balance {account.balance.amount} but its credit lots hold "
-                f"{account.in_lots}" + (" (negative)" if account.balance.amount < 0 else ""),
+                f"prepaid balance {_amount(account.balance.amount)} but its credit lots hold "
+                f"{_amount(account.in_lots)}"
+                + (" (negative)" if account.balance.amount < 0 else ""),
             )
         )
     # (What is available to a prepaid company is, by definition, its lots unexpired at that

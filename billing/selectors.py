@@ -4,7 +4,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Case,
+    DecimalField,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from djmoney.money import Money
@@ -57,9 +68,9 @@ def company_lots(company: Company) -> QuerySet[CreditLot]:
     return CreditLot.objects.filter(company=company).order_by("expires_at", "id")
 
 
-def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
-    """The company's transactions, newest first, each with ``amount``: its net effect on the
-    company's balance (one subquery, no query per row)."""
+def with_customer_amount(queryset: QuerySet[LedgerTransaction], name: str = "amount"):
+    """Annotate ``name``: each transaction's net effect on its company's balance (one
+    correlated subquery, no query per row)."""
     net = (
         LedgerPosting.objects.filter(
             transaction=OuterRef("pk"), account__kind=LedgerAccount.Kind.CUSTOMER
@@ -68,15 +79,21 @@ def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
         .annotate(total=Sum("amount"))
         .values("total")
     )
-    return (
-        LedgerTransaction.objects.filter(company=company)
-        .annotate(
-            amount=Coalesce(
+    return queryset.annotate(
+        **{
+            name: Coalesce(
                 Subquery(net, output_field=DecimalField(max_digits=19, decimal_places=4)),
                 Value(ZERO),
             )
-        )
-        .order_by("-posted_at", "-id")
+        }
+    )
+
+
+def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
+    """The company's transactions, newest first, each with ``amount``: its net effect on the
+    company's balance."""
+    return with_customer_amount(LedgerTransaction.objects.filter(company=company)).order_by(
+        "-posted_at", "-id"
     )
 
 
@@ -132,3 +149,94 @@ def credit_runway(company: Company, now: datetime | None = None) -> CreditRunway
         runs_out_at=clock,
         expiring_unused=Money(lost, company.currency),
     )
+
+
+# --- The portal's credits page ----------------------------------------------------------------
+
+GRANT_KINDS = (
+    LedgerTransaction.Kind.PURCHASE,
+    LedgerTransaction.Kind.VOUCHER,
+    LedgerTransaction.Kind.GRANT,
+    LedgerTransaction.Kind.TRIAL,
+)
+# The history filter's groups. An adjustment can go either way, so only one that added money
+# counts as credit added; debits by staff, reversals and payments show under "all" only.
+HISTORY_GROUPS: dict[str, Q] = {
+    "added": Q(kind__in=GRANT_KINDS) | Q(kind=LedgerTransaction.Kind.ADJUSTMENT, amount__gt=0),
+    "charges": Q(kind__in=CHARGE_KINDS),
+    "expired": Q(kind=LedgerTransaction.Kind.EXPIRY),
+}
+
+
+def company_history(company: Company, group: str | None = None) -> QuerySet[LedgerTransaction]:
+    """``company_transactions`` narrowed to one of ``HISTORY_GROUPS`` (None: all of them).
+
+    Raises ``KeyError`` for an unknown group: which groups exist is the caller's to check.
+    """
+    transactions = company_transactions(company)
+    return transactions if group is None else transactions.filter(HISTORY_GROUPS[group])
+
+
+@dataclass(frozen=True)
+class LotLine:
+    """One credit lot as the customer sees it: where its amount went so far."""
+
+    lot: CreditLot
+    status: str  # "active", "used_up" or "expired"
+    used: Money
+    expired: Money  # lost to expiry, also a remainder the expiry job has not posted yet
+    remaining: Money  # still spendable
+
+
+def company_lot_lines(company: Company, now: datetime) -> list[LotLine]:
+    """Every lot of the company: spendable ones first, in the order charges spend them, then
+    used-up and expired ones, latest expiry first. One query.
+
+    A lot past its expiry still holds its remainder until the expiry job posts it, but that
+    remainder can no longer be spent, so it is shown as expired already.
+    """
+    expired_posted = (
+        LedgerPosting.objects.filter(
+            lot=OuterRef("pk"),
+            account__kind=LedgerAccount.Kind.CUSTOMER,
+            transaction__kind=LedgerTransaction.Kind.EXPIRY,
+        )
+        .values("lot")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    spendable = Q(remaining__gt=0, expires_at__gt=now)
+    lots = (
+        CreditLot.objects.filter(company=company)
+        .select_related("grant_transaction")
+        .annotate(
+            expired_posted=Coalesce(
+                Subquery(
+                    expired_posted, output_field=DecimalField(max_digits=19, decimal_places=4)
+                ),
+                Value(ZERO),
+            ),
+            spend_rank=Case(When(spendable, then=Value(0)), default=Value(1)),
+            spend_order=Case(When(spendable, then=F("expires_at"))),
+        )
+        .order_by("spend_rank", F("spend_order").asc(nulls_last=True), "-expires_at", "-id")
+    )
+    lines = []
+    for lot in lots:
+        currency = lot.amount.currency
+        expired = -lot.expired_posted
+        remaining = lot.remaining.amount
+        if lot.expires_at <= now:
+            status, expired, remaining = "expired", expired + remaining, ZERO
+        else:
+            status = "active" if remaining > 0 else "used_up"
+        lines.append(
+            LotLine(
+                lot=lot,
+                status=status,
+                used=Money(lot.amount.amount - remaining - expired, currency),
+                expired=Money(expired, currency),
+                remaining=Money(remaining, currency),
+            )
+        )
+    return lines

@@ -6,4 +6,5 @@ app_name = "portal"
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("", include("billing.urls")),
 ]

@@ -32,7 +32,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from djmoney.money import Money
@@ -782,7 +782,7 @@ class _CompanyBook:
         """Write everything collected, in few statements; then blocks follow the balance."""
         if self._pending:
             transactions = [transaction_ for transaction_, _ in self._pending]
-            LedgerTransaction.objects.bulk_create(transactions)
+            _insert_transactions(transactions)
             if self._new_lots:
                 for lot in self._new_lots:
                     lot.remaining = self.money(self.lot_remaining[lot._book_key])
@@ -872,6 +872,22 @@ def _existing_transactions(fingerprints: dict[str, str]) -> dict[str, LedgerTran
                 f"(transaction #{transaction_.pk}); use a new key for a new request."
             )
     return found
+
+
+def _insert_transactions(transactions: list[LedgerTransaction]) -> None:
+    """Insert new transactions; a key another company's transaction took meanwhile is an
+    ``IdempotencyConflict``, not a database error.
+
+    The company row lock serialises one company's posts, so its own keys were checked
+    under the lock; but keys are unique across the ledger, and a concurrent post for
+    another company can commit the same key between that check and this insert.
+    """
+    try:
+        with transaction.atomic():  # a savepoint, so the unique violation can be handled
+            LedgerTransaction.objects.bulk_create(transactions)
+    except IntegrityError:
+        _existing_transactions({tx.idempotency_key: tx.fingerprint for tx in transactions})
+        raise
 
 
 def _system_accounts(wanted: set[tuple[str, str]], currency: str) -> dict[str, LedgerAccount]:

@@ -118,3 +118,28 @@ def test_credit_limit_in_a_foreign_currency_is_a_form_error_not_a_crash(admin_cl
     assert "must be in the company" in response.text
     company.refresh_from_db()
     assert company.credit_limit is None
+
+
+def test_the_add_company_page_has_no_money_section(admin_client):
+    response = admin_client.get(reverse("admin:accounts_company_add"))
+    assert response.status_code == 200
+    assert "Recent transactions" not in response.text
+    assert "adjust-balance" not in response.text
+
+
+def test_block_list_shows_who_blocked_and_why_and_is_read_only(admin_client):
+    from accounts.models import CompanyBlock
+    from accounts.services import company_block
+
+    staff = UserFactory(username="ops-lead")
+    company = CompanyFactory(account_code="held-co")
+    block = company_block(company=company, reason="manual", note="Fraud review", actor=staff)
+    response = admin_client.get(
+        reverse("admin:accounts_companyblock_changelist"), {"lifted_at__isempty": "1"}
+    )
+    assert "held-co" in response.text and "Fraud review" in response.text
+    assert "ops-lead" in response.text
+    assert admin_client.get(reverse("admin:accounts_companyblock_add")).status_code == 403
+    delete = reverse("admin:accounts_companyblock_delete", args=[block.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert CompanyBlock.objects.filter(pk=block.pk).exists()

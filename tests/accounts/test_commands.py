@@ -4,6 +4,8 @@ from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
 
 from accounts.models import BillingContact, Company, Membership, Subaccount
+from billing.models import CreditLot, LedgerAccount, LedgerTransaction
+from billing.reconcile import reconcile
 from config.schedules import PERIODIC_TASKS
 
 pytestmark = pytest.mark.django_db
@@ -28,6 +30,9 @@ def _snapshot():
         "user_groups": sorted(
             User.groups.through.objects.values_list("user__username", "group__name")
         ),
+        "ledger": sorted(LedgerTransaction.objects.values_list("idempotency_key", "balance_after")),
+        "balances": sorted(LedgerAccount.objects.values_list("code", "company_id", "balance")),
+        "lots": sorted(CreditLot.objects.values_list("company_id", "source", "remaining")),
     }
 
 
@@ -44,6 +49,9 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
     }
     assert Company.objects.get(account_code="globex-usd").currency == "USD"
     assert Company.objects.get(account_code="kumo-postpaid").credit_limit.amount > 0
+    assert LedgerTransaction.objects.filter(company__account_code="acme-prepaid").exists()
+    assert CreditLot.objects.filter(company__account_code="globex-usd", remaining=0).exists()
+    assert reconcile().ok
     output = capsys.readouterr().out
     assert "operator" in output and "alice" in output and "tollgate-demo" in output
 

@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 
 from accounts import services
@@ -53,3 +54,36 @@ def test_staff_groups_give_support_read_only_and_finance_invoicing():
     admin = Group.objects.get(name="Billing admin").permissions
     assert admin.filter(codename="change_company").exists()
     assert admin.filter(codename="delete_subaccount").exists()
+
+
+MONEY_PERMISSIONS = {
+    "billing.adjust_balance",
+    "billing.grant_credits",
+    "billing.reverse_transaction",
+    "accounts.block_company",
+    "accounts.switch_company_mode",
+}
+
+
+def _group_permissions(name: str) -> set[str]:
+    return {
+        f"{app_label}.{codename}"
+        for app_label, codename in Group.objects.get(name=name).permissions.values_list(
+            "content_type__app_label", "codename"
+        )
+    }
+
+
+def test_billing_admins_get_every_permission_of_the_apps_and_others_no_money_actions():
+    services.staff_groups_sync()
+    every_billing = {
+        f"billing.{codename}"
+        for codename in Permission.objects.filter(content_type__app_label="billing").values_list(
+            "codename", flat=True
+        )
+    }
+    billing_admin = _group_permissions("Billing admin")
+    assert billing_admin >= MONEY_PERMISSIONS
+    assert every_billing <= billing_admin
+    assert not MONEY_PERMISSIONS & _group_permissions("Support")
+    assert not MONEY_PERMISSIONS & _group_permissions("Finance")

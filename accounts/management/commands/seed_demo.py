@@ -1,7 +1,9 @@
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.demo import seed_accounts
+from billing.demo import seed_billing
 
 
 class Command(BaseCommand):
@@ -10,6 +12,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with transaction.atomic():
             logins = seed_accounts()
+            seed_billing(now=timezone.now())
         self.stdout.write(self.style.SUCCESS("Demo data ready. Logins:"))
         for login in logins:
             self.stdout.write(

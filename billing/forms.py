@@ -1,0 +1,213 @@
+"""Forms of the back-office staff actions (balance, credits, reversal, blocking, mode).
+
+They only check and convert what staff typed; the rules live in the services, whose
+errors the admin shows on the same form.
+"""
+
+import uuid
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Company, CompanyBlock
+
+from .models import CreditLot
+from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
+
+# Room for ¥99,999,999,999 with the ledger's four decimals, far inside the 19-digit columns.
+AMOUNT_MAX_DIGITS = 15
+
+
+class StaffActionForm(forms.Form):
+    """Every staff action says why (blank or spaces only is refused as missing)."""
+
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Kept in the ledger and the admin history."),
+    )
+
+    def __init__(self, *args, company: Company, **kwargs):
+        self.company = company
+        super().__init__(*args, **kwargs)
+
+
+class MoneyActionForm(StaffActionForm):
+    """Posts to the ledger under a key minted when the page is drawn, so a double submit
+    (or a resubmit after a timeout) posts once."""
+
+    idempotency_key = forms.UUIDField(
+        widget=forms.HiddenInput,
+        initial=uuid.uuid4,
+        error_messages={
+            "required": _("This page was not drawn by the admin; check it and submit again."),
+            "invalid": _("This page was not drawn by the admin; check it and submit again."),
+        },
+    )
+
+    def _post_clean(self):
+        super()._post_clean()
+        if "idempotency_key" in self.errors:
+            # Draw a fresh key into the page, or the corrected form could never be posted.
+            self.data = self.data.copy()
+            self.data[self.add_prefix("idempotency_key")] = str(uuid.uuid4())
+
+
+def amount_field(**kwargs) -> forms.DecimalField:
+    return forms.DecimalField(
+        max_digits=AMOUNT_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, **kwargs
+    )
+
+
+def clean_currency_amount(amount: Decimal, currency: str) -> Decimal:
+    """Refuse what the currency cannot hold (¥0.5, $1.234) rather than round it silently."""
+    if quantize_amount(amount, currency) != amount:
+        places = currency_exponent(currency)
+        if places == 0:
+            message = _("%(currency)s amounts have no decimals.")
+        else:
+            message = _("%(currency)s amounts have at most %(places)d decimals.")
+        raise forms.ValidationError(
+            message, code="decimals", params={"currency": currency, "places": places}
+        )
+    return quantize_amount(amount, currency)
+
+
+def end_of_day(day, company: Company) -> datetime:
+    """Credit usable through ``day`` in the company's billing time zone expires at the next
+    midnight there."""
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=company.tzinfo)
+
+
+EXPIRES_ON_HELP = _("Usable through this day, in the company's billing time zone.")
+
+
+class BalanceAdjustForm(MoneyActionForm):
+    amount = amount_field(
+        label=_("Amount"),
+        help_text=_("Positive credits the company, negative debits it."),
+    )
+    expires_on = forms.DateField(
+        label=_("Credit expires after"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=EXPIRES_ON_HELP,
+    )
+    field_order = ["amount", "expires_on", "reason"]
+
+    def __init__(self, *args, company: Company, **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["amount"].label = _("Amount (%(currency)s)") % {"currency": company.currency}
+        # A postpaid credit lowers what is owed; it never becomes a lot, so it has no expiry.
+        if company.mode != Company.Mode.PREPAID:
+            del self.fields["expires_on"]
+
+    def clean_amount(self) -> Decimal:
+        amount = clean_currency_amount(self.cleaned_data["amount"], self.company.currency)
+        if amount == 0:
+            raise forms.ValidationError(_("An adjustment of zero changes nothing."), code="zero")
+        return amount
+
+    def clean(self):
+        cleaned = super().clean()
+        expires_on = cleaned.get("expires_on")
+        cleaned["expires_at"] = end_of_day(expires_on, self.company) if expires_on else None
+        if expires_on and cleaned.get("amount") is not None and cleaned["amount"] < 0:
+            self.add_error("expires_on", _("Only a credit has an expiry; a debit spends lots."))
+        return cleaned
+
+
+class CreditsGrantForm(MoneyActionForm):
+    SOURCES = [
+        (source.value, source.label)
+        for source in (CreditLot.Source.GRANT, CreditLot.Source.TRIAL, CreditLot.Source.PURCHASE)
+    ]
+
+    amount = amount_field(label=_("Amount"), min_value=Decimal(0))
+    source = forms.ChoiceField(label=_("Source"), choices=SOURCES)
+    lifetime_days = forms.IntegerField(
+        label=_("Lifetime (days)"),
+        required=False,
+        min_value=1,
+        max_value=3650,
+        help_text=_("Leave both this and the date empty for the source's usual lifetime."),
+    )
+    expires_on = forms.DateField(
+        label=_("Or expires after"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=EXPIRES_ON_HELP,
+    )
+    field_order = ["amount", "source", "lifetime_days", "expires_on", "reason"]
+
+    def __init__(self, *args, company: Company, **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["amount"].label = _("Amount (%(currency)s)") % {"currency": company.currency}
+        self.fields["reason"].label = _("Description")
+        self.fields["reason"].help_text = _(
+            "Why the credit is given; the company sees it in its history."
+        )
+
+    def clean_amount(self) -> Decimal:
+        amount = clean_currency_amount(self.cleaned_data["amount"], self.company.currency)
+        if amount <= 0:
+            raise forms.ValidationError(_("Grant more than zero."), code="zero")
+        return amount
+
+    def clean(self):
+        cleaned = super().clean()
+        days, expires_on = cleaned.get("lifetime_days"), cleaned.get("expires_on")
+        if days and expires_on:
+            raise forms.ValidationError(
+                _("Give a lifetime or an expiry date, not both."), code="both"
+            )
+        cleaned["lifetime"] = timedelta(days=days) if days else None
+        cleaned["expires_at"] = end_of_day(expires_on, self.company) if expires_on else None
+        return cleaned
+
+
+class TransactionReverseForm(StaffActionForm):
+    """No key of its own: the service's ``reversal:<id>`` allows one reversal per
+    transaction, however many times the page is drawn."""
+
+
+class CompanyBlockForm(StaffActionForm):
+    def __init__(self, *args, company: Company, **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["reason"].help_text = _(
+            "Shown to staff and kept on the block; only staff can lift a manual block."
+        )
+
+
+class CompanyUnblockForm(StaffActionForm):
+    block = forms.ChoiceField(label=_("Block to lift"))
+    field_order = ["block", "reason"]
+
+    def __init__(self, *args, company: Company, blocks: list[CompanyBlock], **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["block"].choices = [
+            (
+                block.reason,
+                f"{block.get_reason_display()}: {block.note}"
+                if block.note
+                else block.get_reason_display(),
+            )
+            for block in blocks
+        ]
+        if len(blocks) == 1:
+            self.fields["block"].initial = blocks[0].reason
+
+
+class ModeSwitchForm(StaffActionForm):
+    # The mode the page offered: if someone switched meanwhile, the service says so instead
+    # of this submit switching back.
+    mode = forms.ChoiceField(choices=Company.Mode.choices, widget=forms.HiddenInput)
+
+    def __init__(self, *args, company: Company, **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["mode"].initial = (
+            Company.Mode.POSTPAID if company.mode == Company.Mode.PREPAID else Company.Mode.PREPAID
+        )

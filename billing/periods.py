@@ -1,0 +1,89 @@
+"""Billing periods: half-open ``[start, end)`` intervals in a company's billing time zone.
+
+A monthly period starts on the anniversary day of an anchor instant (a subscription's
+start), at the anchor's local time of day, clamped to the last day of shorter months: an
+anchor on 31 January gives periods starting 28 (or 29) February, 31 March, 30 April...
+Calendar months are the same with the anchor at midnight on the 1st.
+"""
+
+import calendar
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+def _local_datetime(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    """``day`` at ``clock`` in ``tz``; a wall time skipped by a DST jump moves forward."""
+    naive = datetime.combine(day, clock)
+    aware = naive.replace(tzinfo=tz)
+    # Round-trip through UTC: a non-existent wall time (spring forward) normalises to the
+    # instant just after the gap.
+    return aware.astimezone(UTC).astimezone(tz)
+
+
+def _utc(value: datetime) -> datetime:
+    # Aware datetimes sharing a tzinfo compare by wall time, which is wrong in the hour a
+    # DST change repeats; comparing in UTC is always right.
+    return value.astimezone(UTC)
+
+
+def add_months(year: int, month: int, months: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + months
+    return index // 12, index % 12 + 1
+
+
+def anniversary(anchor_local: datetime, months: int, tz: ZoneInfo) -> datetime:
+    """The anchor moved ``months`` months on, same day of month (clamped) and wall time."""
+    year, month = add_months(anchor_local.year, anchor_local.month, months)
+    day = min(anchor_local.day, calendar.monthrange(year, month)[1])
+    return _local_datetime(date(year, month, day), anchor_local.timetz().replace(tzinfo=None), tz)
+
+
+def monthly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
+    """The monthly period (start, end, index) that contains ``at``; index 0 starts at
+    ``anchor``. ``at`` before the anchor belongs to no period (ValueError)."""
+    if _utc(at) < _utc(anchor):
+        raise ValueError("The instant is before the start of the first period.")
+    anchor_local = anchor.astimezone(tz)
+    at_local = at.astimezone(tz)
+    months = (at_local.year - anchor_local.year) * 12 + (at_local.month - anchor_local.month)
+    # The guess is right or one too far (at falls before this month's anniversary).
+    start = anniversary(anchor_local, months, tz)
+    while _utc(start) > _utc(at):
+        months -= 1
+        start = anniversary(anchor_local, months, tz)
+    while _utc(end := anniversary(anchor_local, months + 1, tz)) <= _utc(at):
+        months += 1
+        start = end
+    return start, end, months
+
+
+def calendar_month(year: int, month: int, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """``[first day 00:00, first day of next month 00:00)`` in ``tz``."""
+    next_year, next_month = add_months(year, month, 1)
+    return (
+        _local_datetime(date(year, month, 1), time(0), tz),
+        _local_datetime(date(next_year, next_month, 1), time(0), tz),
+    )
+
+
+def calendar_month_of(at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    local = at.astimezone(tz)
+    return calendar_month(local.year, local.month, tz)
+
+
+def weekly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
+    """Seven-day periods from ``anchor`` in local wall time (a DST week is 167 or 169 h)."""
+    if _utc(at) < _utc(anchor):
+        raise ValueError("The instant is before the start of the first period.")
+    anchor_local = anchor.astimezone(tz)
+    weeks = (at.astimezone(tz).date() - anchor_local.date()).days // 7
+    clock = anchor_local.timetz().replace(tzinfo=None)
+
+    def start_of(index: int) -> datetime:
+        return _local_datetime(anchor_local.date() + timedelta(weeks=index), clock, tz)
+
+    while _utc(start_of(weeks)) > _utc(at):
+        weeks -= 1
+    while _utc(start_of(weeks + 1)) <= _utc(at):
+        weeks += 1
+    return start_of(weeks), start_of(weeks + 1), weeks

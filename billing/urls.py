@@ -1,0 +1,9 @@
+"""Portal URLs of the billing app (mounted in the ``portal`` namespace)."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("credits/", views.credits, name="credits"),
+]

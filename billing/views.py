@@ -1,0 +1,67 @@
+"""Portal pages of the billing app: credits."""
+
+from django.core.paginator import Paginator
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from djmoney.money import Money
+
+from accounts.models import Company
+from accounts.portal import portal_view
+
+from .money import quantize_amount
+from .selectors import (
+    HISTORY_GROUPS,
+    average_daily_spend,
+    company_available,
+    company_balance,
+    company_history,
+    company_lot_lines,
+    credit_runway,
+)
+
+HISTORY_PAGE_SIZE = 50
+# The history filter: (value of ?kind=, label); "" is everything.
+HISTORY_FILTERS = [
+    ("", _("All")),
+    ("added", _("Credits added")),
+    ("charges", _("Charges")),
+    ("expired", _("Expired")),
+]
+
+
+@portal_view("view_billing")
+def credits(request):
+    company = request.company
+    now = timezone.now()
+    kind = request.GET.get("kind", "")
+    if kind not in HISTORY_GROUPS:
+        kind = ""
+    # get_page turns a missing, malformed or out-of-range page number into a real page.
+    page = Paginator(company_history(company, kind or None), HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    for transaction in page:
+        transaction.amount_money = Money(transaction.amount, company.currency)
+
+    context = {
+        "available": company_available(company, now),
+        "lot_lines": company_lot_lines(company, now),
+        "page": page,
+        "kind": kind,
+        "history_filters": HISTORY_FILTERS,
+    }
+    if company.mode == Company.Mode.PREPAID:
+        runway = credit_runway(company, now)
+        context["daily_spend"] = runway.daily_spend
+        context["runs_out_at"] = runway.runs_out_at
+        # Rounded so that a fraction left over by the simulation never reads "¥0 expire".
+        context["expiring_unused"] = Money(
+            quantize_amount(runway.expiring_unused.amount, company.currency), company.currency
+        )
+    else:
+        context["daily_spend"] = average_daily_spend(company, now)
+        balance = company_balance(company)
+        context["balance"] = balance
+        context["owed"] = -balance
+    return render(request, "portal/credits.html", context)
