@@ -78,6 +78,15 @@ class Company(models.Model):
         default_currency=None,
         help_text=_("Postpaid only: paid services are blocked when the debt reaches it."),
     )
+    tariff = models.ForeignKey(
+        "billing.Tariff",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="companies",
+        verbose_name=_("tariff"),
+        help_text=_("The price list its usage is rated with."),
+    )
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.ACTIVE)
     blocked_reason = models.CharField(_("blocked reason"), max_length=500, blank=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)

@@ -1,12 +1,56 @@
-"""The machine API at /api/v1/ (django-ninja): schema at openapi.json, docs at docs."""
+"""The machine API at /api/v1/ (django-ninja): schema at openapi.json, docs at docs.
 
+A malformed body is a 400 listing every field error (django-ninja's default is 422), and
+nothing of it is processed.
+"""
+
+from django.http import Http404
 from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, ValidationError
+
+from billing.api import router as billing_router
 
 api = NinjaAPI(
     title="Tollgate API",
     version="1",
-    description="Usage reporting and spend authorisation for the operator's platform.",
+    description=(
+        "Usage reporting and spend authorisation for the operator's platform. "
+        "Authenticate with `Authorization: Bearer <key>` (keys are created by staff)."
+    ),
     urls_namespace="api",
     openapi_url="/openapi.json",
     docs_url="/docs",
 )
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc: ValidationError):
+    return api.create_response(
+        request,
+        {
+            "detail": "The request body is not valid; nothing was processed.",
+            "errors": [
+                {
+                    "field": ".".join(str(part) for part in error.get("loc", ())),
+                    "message": error.get("msg", ""),
+                }
+                for error in exc.errors
+            ],
+        },
+        status=400,
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request, exc):
+    return api.create_response(
+        request, {"detail": "A valid API key is required: Authorization: Bearer <key>."}, status=401
+    )
+
+
+@api.exception_handler(Http404)
+def not_found(request, exc):
+    return api.create_response(request, {"detail": "Not found."}, status=404)
+
+
+api.add_router("/", billing_router)

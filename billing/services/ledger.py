@@ -948,3 +948,107 @@ def _new_postings(transaction_, postings: list[tuple], currency: str) -> list[Le
         )
         for account, value, lot in postings
     ]
+
+
+# --- Usage: many events, one transaction per company and batch -----------------------------
+
+
+class UsageBatch:
+    """The charges of one company's usage events in one API batch, posted as ONE ledger
+    transaction whose postings are summed by credit lot and by service.
+
+    Each event is still charged once and in order (lots soonest-expiry first; prepaid
+    shortfall; blocking at the limit), and its own amount, shortfall and balance after are
+    returned for its usage record, which links to the transaction. Opening the batch locks
+    the company row; ``post`` writes everything and must be called once, in the same
+    database transaction.
+    """
+
+    def __init__(self, company: Company, now: datetime):
+        self._book = _CompanyBook(company, now)
+        self._customer: dict[int | None, Decimal] = {}
+        self._lots: dict[int | None, CreditLot | None] = {None: None}
+        self._revenue: dict[str, Decimal] = {}
+        self._shortfall = ZERO
+        self._events = 0
+
+    @property
+    def company(self) -> Company:
+        return self._book.company
+
+    @property
+    def is_blocked(self) -> bool:
+        return self._book.is_blocked
+
+    def money(self, value: Decimal) -> Money:
+        return self._book.money(value)
+
+    def charge(self, amount: Decimal, revenue: str) -> tuple[Decimal, Decimal, Decimal]:
+        """Charge one event's ``amount`` (already rounded); returns (taken, shortfall,
+        balance after)."""
+        book = self._book
+        self._events += 1
+        if amount > 0:
+            postings, shortfall = book.debit(amount)
+            for _account, value, lot in postings:
+                key = _lot_key(lot) if lot is not None else None
+                self._lots[key] = lot
+                self._customer[key] = self._customer.get(key, ZERO) + value
+            taken = amount - shortfall
+            self._revenue[revenue] = self._revenue.get(revenue, ZERO) + taken
+            if shortfall:
+                book.shortfall_seen = True
+                self._shortfall += shortfall
+            book._note_block_after_debit()
+        else:
+            taken = shortfall = ZERO
+        return taken, shortfall, book.balance
+
+    def post(
+        self,
+        *,
+        idempotency_key: str,
+        fingerprint_payload: dict,
+        description: str,
+        metadata: dict | None = None,
+    ) -> LedgerTransaction | None:
+        """Write the one transaction (None when no money moved) and the blocks it calls for.
+
+        Idempotency is the caller's: each event is charged once because its usage record is
+        unique per API key; the key here names the batch's set of new events.
+        """
+        book = self._book
+        postings = [
+            (book.account, value, self._lots[key])
+            for key, value in self._customer.items()
+            if value != 0
+        ]
+        revenue_accounts = book.system_accounts(
+            {(LedgerAccount.Kind.REVENUE, f"revenue:{service}") for service in self._revenue}
+        )
+        postings += [
+            (revenue_accounts[f"revenue:{service}"], value, None)
+            for service, value in sorted(self._revenue.items())
+            if value != 0
+        ]
+        transaction_ = None
+        if postings or self._shortfall:
+            if not any(account.pk == book.account.pk for account, *_ in postings):
+                postings.insert(0, (book.account, ZERO, None))
+            if len(postings) < 2:
+                revenue = next(iter(self._revenue), "usage")
+                account = book.system_accounts(
+                    {(LedgerAccount.Kind.REVENUE, f"revenue:{revenue}")}
+                )[f"revenue:{revenue}"]
+                postings.append((account, ZERO, None))
+            transaction_ = book.add_transaction(
+                kind=Kind.USAGE,
+                idempotency_key=idempotency_key,
+                fingerprint=_fingerprint(op="usage", **fingerprint_payload),
+                description=description,
+                metadata=metadata,
+                postings=postings,
+                shortfall=self._shortfall or None,
+            )
+        book.flush()
+        return transaction_

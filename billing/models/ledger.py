@@ -22,7 +22,7 @@ from djmoney.models.fields import MoneyField
 
 from accounts.models import Company
 
-from .money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+from ..money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 
 
 def money_field(verbose_name, **kwargs) -> MoneyField:

@@ -1,0 +1,199 @@
+"""The machine API: report usage, authorise spend, read an account (``/api/v1/``).
+
+Authenticated by ``Authorization: Bearer <key>``; keys are created by staff and stored as
+a SHA-256 hash. Views only translate JSON to the services and back.
+"""
+
+from decimal import Decimal
+from typing import Literal
+
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from djmoney.money import Money
+from ninja import Field, Router, Schema, Status
+from ninja.security import HttpBearer
+from pydantic import AwareDatetime
+
+from accounts.models import Company
+
+from .authorization import usage_authorize
+from .models import ApiKey, api_key_hash
+from .money import quantize_amount
+from .selectors import company_available, company_balance
+from .services.usage import UsageEvent, usage_ingest
+
+
+class ApiKeyAuth(HttpBearer):
+    def authenticate(self, request, token: str) -> ApiKey | None:
+        return ApiKey.objects.filter(key_hash=api_key_hash(token), revoked_at=None).first()
+
+
+router = Router(auth=ApiKeyAuth(), tags=["billing"])
+
+
+class MoneyOut(Schema):
+    amount: str = Field(description='Decimal string, e.g. "120" (JPY) or "1.25" (USD)')
+    currency: str
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+class EventIn(Schema):
+    id: str = Field(
+        min_length=1, max_length=64, description="Unique per API key: retries are harmless"
+    )
+    account: str = Field(min_length=1, max_length=64, description="The company's account code")
+    subaccount: str | None = Field(None, max_length=64)
+    service: str = Field(
+        max_length=16,
+        description="voice, sms, fax, api, data or disk; another value is rejected per event",
+    )
+    destination: str | None = Field(
+        None, max_length=32, description="E.164 number (voice, sms, fax) or ISO 3166 alpha-2 (data)"
+    )
+    quantity: Decimal = Field(
+        max_digits=24,
+        decimal_places=6,
+        le=Decimal(10) ** 15,
+        description="voice: seconds; sms, fax, api: count; data, disk: bytes",
+    )
+    occurred_at: AwareDatetime
+
+
+class UsageIn(Schema):
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class UsageResultOut(Schema):
+    id: str
+    status: Literal["charged", "duplicate", "rejected"]
+    charge: MoneyOut | None
+    bundle_quantity: int | float
+    balance: MoneyOut | None
+    error: ErrorOut | None
+
+
+class UsageOut(Schema):
+    results: list[UsageResultOut]
+
+
+class AuthorizeIn(Schema):
+    account: str = Field(min_length=1, max_length=64)
+    subaccount: str | None = Field(None, max_length=64)
+    service: str = Field(max_length=16)
+    destination: str | None = Field(None, max_length=32)
+
+
+class AuthorizeOut(Schema):
+    allowed: bool
+    max_quantity: int | float | None = Field(
+        description="What the company can still afford; null = unlimited"
+    )
+    reason: str | None
+
+
+class AccountOut(Schema):
+    account: str
+    name: str
+    mode: Literal["prepaid", "postpaid"]
+    status: Literal["active", "blocked"]
+    blocked_reason: str | None
+    balance: MoneyOut
+    available: MoneyOut | None = Field(description="null = unlimited (postpaid without a limit)")
+    credit_limit: MoneyOut | None
+    currency: str
+
+
+class NotFoundOut(Schema):
+    detail: str
+
+
+def money_out(value: Money | None) -> dict | None:
+    if value is None:
+        return None
+    currency = str(value.currency)
+    return {"amount": str(quantize_amount(value.amount, currency)), "currency": currency}
+
+
+def _number(value: Decimal | None) -> float | int | None:
+    """Quantities (not money) as JSON numbers: integers stay integers."""
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+@router.post("/usage", response=UsageOut, summary="Report chargeable usage events")
+def report_usage(request, body: UsageIn):
+    """Rate and charge 1 to 1000 events, once each: one result per event, in order."""
+    events = [
+        UsageEvent(
+            id=event.id,
+            account=event.account,
+            subaccount=event.subaccount,
+            service=event.service,
+            destination=event.destination,
+            quantity=event.quantity,
+            occurred_at=event.occurred_at,
+        )
+        for event in body.events
+    ]
+    outcomes = usage_ingest(api_key=request.auth, events=events)
+    return {
+        "results": [
+            {
+                "id": outcome.id,
+                "status": outcome.status,
+                "charge": money_out(outcome.charge),
+                "bundle_quantity": _number(outcome.bundle_quantity),
+                "balance": money_out(outcome.balance),
+                "error": (
+                    {"code": outcome.error_code, "message": outcome.error_message}
+                    if outcome.error_code
+                    else None
+                ),
+            }
+            for outcome in outcomes
+        ]
+    }
+
+
+@router.post("/authorize", response=AuthorizeOut, summary="May the company start this usage now?")
+def authorize(request, body: AuthorizeIn):
+    decision = usage_authorize(
+        account=body.account,
+        subaccount=body.subaccount,
+        service=body.service,
+        destination=body.destination,
+        now=timezone.now(),
+    )
+    return {
+        "allowed": decision.allowed,
+        "max_quantity": _number(decision.max_quantity),
+        "reason": decision.reason,
+    }
+
+
+@router.get(
+    "/accounts/{account}",
+    response={200: AccountOut, 404: NotFoundOut},
+    summary="An account's state",
+)
+def account_detail(request, account: str):
+    company = get_object_or_404(Company, account_code=account)
+    return Status(
+        200,
+        {
+            "account": company.account_code,
+            "name": company.name,
+            "mode": company.mode,
+            "status": company.status,
+            "blocked_reason": company.blocked_reason or None,
+            "balance": money_out(company_balance(company)),
+            "available": money_out(company_available(company, timezone.now())),
+            "credit_limit": money_out(company.credit_limit),
+            "currency": company.currency,
+        },
+    )
