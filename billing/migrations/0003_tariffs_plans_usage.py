@@ -234,6 +234,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='usagerecord',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'charged')), fields=('api_key', 'event_id'), name='usage_event_charged_once_per_key'),
+            constraint=models.UniqueConstraint(fields=('api_key', 'event_id'), name='usage_event_once_per_key'),
         ),
     ]

@@ -5,7 +5,6 @@ import secrets
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -119,11 +118,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["occurred_at"], name="usage_time"),
         ]
         constraints = [
-            # An event id is charged at most once per key; rejected attempts may be retried.
+            # An event id is handled once per key, whatever the outcome: a retry is harmless.
             models.UniqueConstraint(
-                fields=["api_key", "event_id"],
-                condition=Q(status="charged"),
-                name="usage_event_charged_once_per_key",
+                fields=["api_key", "event_id"], name="usage_event_once_per_key"
             ),
         ]
 

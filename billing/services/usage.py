@@ -2,9 +2,8 @@
 
 Guarantees of ``usage_ingest``:
 
-- Each event id is charged at most once per API key: a replay (also a concurrent one)
-  answers ``duplicate`` with the first result. Rejected events are recorded but not
-  remembered as charged, so a rejected event may be sent again.
+- Each event id is handled once per API key, whatever its outcome: a replay (also a
+  concurrent one) answers ``duplicate`` with the first result, its charge or its error.
 - Events are handled in the order given. A company's events are rated and charged under
   its row lock; a prepaid company whose credit runs out mid-batch is charged what is left
   for that event, blocked, and its later events in the batch are ``rejected``.
@@ -83,10 +82,16 @@ def usage_ingest(
     }
     destinations: dict[int, str] = {}
 
+    # Seen before: answered from the record, without locking anything. (Events of a company
+    # are checked again under its lock, which is what makes concurrent replays safe.)
+    seen = _records_by_event_id(api_key, {event.id for event in events})
     for index, event in enumerate(events):
         if event.id in first_index:
             continue  # the same id twice in one batch: answered as a duplicate below
         first_index[event.id] = index
+        if event.id in seen:
+            outcomes[index] = _duplicate(event, seen[event.id])
+            continue
         company = companies.get(event.account)
         error = _precheck(event, company, subaccounts, now)
         if error is None:
@@ -114,22 +119,40 @@ def usage_ingest(
             outcomes[index] = outcome
 
     if rejected:
-        UsageRecord.objects.bulk_create(rejected)
+        # A concurrent replay may have recorded the same refusal: keep the first.
+        UsageRecord.objects.bulk_create(rejected, ignore_conflicts=True)
     for index, event in enumerate(events):
         if outcomes[index] is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
-            outcomes[index] = (
-                first
-                if first.status == "rejected"
-                else UsageOutcome(
-                    id=event.id,
-                    status="duplicate",
-                    charge=first.charge,
-                    bundle_quantity=first.bundle_quantity,
-                    balance=first.balance,
-                )
+            outcomes[index] = UsageOutcome(
+                id=event.id,
+                status="duplicate",
+                charge=first.charge,
+                bundle_quantity=first.bundle_quantity,
+                balance=first.balance,
+                error_code=first.error_code,
+                error_message=first.error_message,
             )
     return outcomes
+
+
+def _records_by_event_id(api_key: ApiKey, event_ids) -> dict[str, UsageRecord]:
+    return {
+        record.event_id: record
+        for record in UsageRecord.objects.filter(api_key=api_key, event_id__in=list(event_ids))
+    }
+
+
+def _duplicate(event: UsageEvent, first: UsageRecord) -> UsageOutcome:
+    return UsageOutcome(
+        id=event.id,
+        status="duplicate",
+        charge=first.amount,
+        bundle_quantity=first.bundle_quantity,
+        balance=first.balance_after,
+        error_code=first.error_code or None,
+        error_message=first.error_message or None,
+    )
 
 
 def _precheck(event, company, subaccounts, now) -> tuple[str, str] | None:
@@ -177,14 +200,7 @@ def _ingest_company_locked(
     batch = UsageBatch(company, now)  # locks the company row
     company = batch.company
     outcomes: dict[int, UsageOutcome] = {}
-    existing = {
-        record.event_id: record
-        for record in UsageRecord.objects.filter(
-            api_key=api_key,
-            status=UsageRecord.Status.CHARGED,
-            event_id__in=[event.id for _, event, _ in events],
-        )
-    }
+    existing = _records_by_event_id(api_key, [event.id for _, event, _ in events])
     index = tariff_index(company.tariff)
     bundles = _Bundles(company, [event.occurred_at for _, event, _ in events])
     records: list[UsageRecord] = []
@@ -193,13 +209,7 @@ def _ingest_company_locked(
     for position, event, destination in events:
         first = existing.get(event.id)
         if first is not None:
-            outcomes[position] = UsageOutcome(
-                id=event.id,
-                status="duplicate",
-                charge=first.amount,
-                bundle_quantity=first.bundle_quantity,
-                balance=first.balance_after,
-            )
+            outcomes[position] = _duplicate(event, first)
             continue
         if batch.is_blocked:
             error = (

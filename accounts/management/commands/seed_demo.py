@@ -12,9 +12,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with transaction.atomic():
             logins = seed_accounts()
-            seed_billing(now=timezone.now())
+            api_key = seed_billing(now=timezone.now())
         self.stdout.write(self.style.SUCCESS("Demo data ready. Logins:"))
         for login in logins:
             self.stdout.write(
                 f"  {login.where:<9} {login.username:<10} / {login.password:<14} {login.note}"
             )
+        self.stdout.write(f"Demo API key (Authorization: Bearer ...): {api_key}")
