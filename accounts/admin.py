@@ -73,12 +73,22 @@ class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
     list_filter = ["mode", "status", "currency", "billing_timezone"]
     search_fields = ["account_code", "name", "billing_contacts__email"]
     readonly_fields = ["status", "blocked_reason", "created_at"]
+    autocomplete_fields = ["tariff"]
     inlines = [BillingContactInline, SubaccountInline, MembershipInline]
     fieldsets = [
         (None, {"fields": ["account_code", "name", "language"]}),
         (
             _("Billing"),
-            {"fields": ["mode", "currency", "billing_timezone", "tax_rate", "credit_limit"]},
+            {
+                "fields": [
+                    "mode",
+                    "currency",
+                    "billing_timezone",
+                    "tax_rate",
+                    "credit_limit",
+                    "tariff",
+                ]
+            },
         ),
         (_("Status"), {"fields": ["status", "blocked_reason", "created_at"]}),
     ]

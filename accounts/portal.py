@@ -23,6 +23,7 @@ SESSION_COMPANY_KEY = "portal_company_id"
 PORTAL_NAV: list[tuple[str, str, str]] = [
     ("portal:dashboard", _("Dashboard"), "view_account"),
     ("portal:credits", _("Credits"), "view_billing"),
+    ("portal:usage", _("Usage"), "view_account"),
     ("portal:subaccounts", _("Subaccounts"), "view_account"),
 ]
 

@@ -1,5 +1,7 @@
 """Domain errors of the billing app; ``str(error)`` is a sentence a person can act on."""
 
+from django.utils.translation import gettext, ngettext
+
 
 class BillingError(Exception):
     """Base class of every billing error shown to staff or customers."""
@@ -23,3 +25,29 @@ class ReversalRefused(BillingError):
 
 class ModeSwitchRefused(BillingError):
     """The company cannot switch mode in its present state."""
+
+
+class TariffImportError(BillingError):
+    """A tariff file with at least one bad line; nothing of it was imported.
+
+    ``errors`` lists every bad line as (line number, reason), in file order; ``str()`` is
+    the one-line summary.
+    """
+
+    def __init__(self, errors: list[tuple[int, str]]):
+        self.errors = errors
+        super().__init__(
+            ngettext(
+                "The file has %(count)d bad line; nothing was imported.",
+                "The file has %(count)d bad lines; nothing was imported.",
+                len(errors),
+            )
+            % {"count": len(errors)}
+        )
+
+    def lines(self) -> list[str]:
+        """Each bad line as “line 12: reason”."""
+        return [
+            gettext("line %(line)d: %(reason)s") % {"line": line, "reason": reason}
+            for line, reason in self.errors
+        ]

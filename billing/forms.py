@@ -1,4 +1,5 @@
-"""Forms of the back-office staff actions (balance, credits, reversal, blocking, mode).
+"""Forms of the back-office: staff actions (balance, credits, reversal, blocking, mode),
+tariff import, rates, plans and API keys.
 
 They only check and convert what staff typed; the rules live in the services, whose
 errors the admin shows on the same form.
@@ -13,8 +14,9 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, CompanyBlock
 
-from .models import CreditLot
+from .models import ApiKey, CreditLot, Plan, Rate
 from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
+from .services.tariffs import HEADER, destination_clean
 
 # Room for ¥99,999,999,999 with the ledger's four decimals, far inside the 19-digit columns.
 AMOUNT_MAX_DIGITS = 15
@@ -211,3 +213,95 @@ class ModeSwitchForm(StaffActionForm):
         self.fields["mode"].initial = (
             Company.Mode.POSTPAID if company.mode == Company.Mode.PREPAID else Company.Mode.PREPAID
         )
+
+
+# --- Catalog and usage ------------------------------------------------------------------
+
+
+class TariffImportForm(forms.Form):
+    file = forms.FileField(
+        label=_("CSV file"),
+        help_text=_(
+            "UTF-8 CSV whose first line is exactly: %(header)s. Instants in ISO 8601 with a "
+            "UTC offset; an empty effective_until is open-ended. Export the tariff to see the "
+            "format with its present rates."
+        )
+        % {"header": ",".join(HEADER)},
+    )
+
+
+class RateAdminForm(forms.ModelForm):
+    """A rate as the CSV import would accept it: the destination in the form rating uses
+    (digits for numbers, an upper-case country for data, empty for the default)."""
+
+    class Meta:
+        model = Rate
+        fields = [
+            "tariff",
+            "service",
+            "destination",
+            "price",
+            "connection_fee",
+            "minimum_seconds",
+            "first_increment",
+            "next_increment",
+            "effective_from",
+            "effective_until",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Disabled rather than read-only: the form still validates the uniqueness of the
+        # rate's start within its tariff, which needs the tariff among its fields.
+        if self.instance.pk is not None:
+            self.fields["tariff"].disabled = True
+
+    def clean(self):
+        cleaned = super().clean()
+        service = cleaned.get("service")
+        if service is not None:
+            try:
+                cleaned["destination"] = destination_clean(service, cleaned.get("destination", ""))
+            except ValueError as error:
+                self.add_error("destination", str(error))
+        # The model's checks (one start per service and destination) run after this, on
+        # the destination as stored.
+        return cleaned
+
+
+class PlanAdminForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = [
+            "name",
+            "currency",
+            "monthly_fee",
+            "activation_fee",
+            "is_paygo",
+            "fee_starts",
+            "description",
+            "is_active",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        currency = cleaned.get("currency")
+        for name in ("monthly_fee", "activation_fee"):
+            fee = cleaned.get(name)
+            if currency and fee is not None and str(fee.currency) != currency:
+                self.add_error(
+                    name,
+                    _("Fees are in the plan's currency, %(currency)s.") % {"currency": currency},
+                )
+        return cleaned
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    """Only the name: the key itself is generated, shown once and stored as a hash."""
+
+    class Meta:
+        model = ApiKey
+        fields = ["name"]
+        help_texts = {
+            "name": _("What uses the key, e.g. “voice platform (production)”."),
+        }

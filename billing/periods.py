@@ -87,3 +87,11 @@ def weekly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[datetim
     while _utc(start_of(weeks + 1)) <= _utc(at):
         weeks += 1
     return start_of(weeks), start_of(weeks + 1), weeks
+
+
+def calendar_day(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """``[day 00:00, next day 00:00)`` in ``tz`` (23 or 25 hours across a DST change)."""
+    return (
+        _local_datetime(day, time(0), tz),
+        _local_datetime(day + timedelta(days=1), time(0), tz),
+    )

@@ -14,7 +14,7 @@ and destinations into what a person reads; they are pure and do no queries.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -22,8 +22,7 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, QuerySet, Sum
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 from djmoney.money import Money, get_current_locale
 from moneyed.l10n import format_money
 
@@ -65,30 +64,24 @@ MONTH_PARAM = re.compile(r"(\d{4})-(\d{2})")
 
 @dataclass(frozen=True)
 class UsageMonth:
-    """A calendar month in a billing time zone: ``[start, end)``, and its neighbours."""
+    """A calendar month in a billing time zone: ``[start, end)``, and its neighbours as
+    ``YYYY-MM`` (``next`` is None from the current month on: the future has no usage)."""
 
     year: int
     month: int
     start: datetime
     end: datetime
     is_current: bool
+    previous: str | None
+    next: str | None
 
     @property
     def param(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
 
-    @property
-    def previous_param(self) -> str | None:
-        year, month = add_months(self.year, self.month, -1)
-        return f"{year:04d}-{month:02d}" if year >= MIN_YEAR else None
 
-    @property
-    def next_param(self) -> str | None:
-        """None from the current month on: there is no usage in the future to look at."""
-        if self.is_current or self.start > datetime.now(self.start.tzinfo):
-            return None
-        year, month = add_months(self.year, self.month, 1)
-        return f"{year:04d}-{month:02d}"
+def _month_param(year: int, month: int) -> str | None:
+    return f"{year:04d}-{month:02d}" if MIN_YEAR <= year <= MAX_YEAR else None
 
 
 def usage_month(param: str | None, tz: ZoneInfo, now: datetime) -> UsageMonth:
@@ -103,7 +96,15 @@ def usage_month(param: str | None, tz: ZoneInfo, now: datetime) -> UsageMonth:
         if MIN_YEAR <= asked[0] <= MAX_YEAR and 1 <= asked[1] <= 12:
             year, month = asked
     start, end = calendar_month(year, month, tz)
-    return UsageMonth(year, month, start, end, is_current=(year, month) == current)
+    return UsageMonth(
+        year=year,
+        month=month,
+        start=start,
+        end=end,
+        is_current=(year, month) == current,
+        previous=_month_param(*add_months(year, month, -1)),
+        next=_month_param(*add_months(year, month, 1)) if (year, month) < current else None,
+    )
 
 
 # --- Totals -----------------------------------------------------------------------------------
@@ -156,7 +157,8 @@ class SubaccountUsage:
 
     @property
     def amount(self) -> Money:
-        return sum((line.amount for line in self.services[1:]), self.services[0].amount)
+        currency = self.services[0].amount.currency
+        return Money(sum((line.amount.amount for line in self.services), ZERO), currency)
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,8 @@ class RejectedUsage:
 class UsageSummary:
     services: list[ServiceUsage]  # in the order of ``billing.rating.SERVICES``
     subaccounts: list[SubaccountUsage]  # by code, usage without a subaccount last
-    rejected: list[RejectedUsage] = field(default_factory=list)  # most events first
-    currency: str = ""
+    rejected: list[RejectedUsage]  # most events first
+    currency: str
 
     @property
     def events(self) -> int:
@@ -267,8 +269,7 @@ def usage_summary(company: Company, start: datetime, end: datetime) -> UsageSumm
     ]
     return UsageSummary(
         services=[
-            line(service, by_service[service])
-            for service in sorted(by_service, key=_service_order)
+            line(service, by_service[service]) for service in sorted(by_service, key=_service_order)
         ],
         subaccounts=subaccounts,
         rejected=rejected,
@@ -327,16 +328,19 @@ def usage_records(
 
 @dataclass(frozen=True)
 class UsageLine:
-    """One detail record as the customer reads it."""
+    """One detail record as the customer reads it: what was reported, what was billed after
+    increments, what a bundle covered, and the rate that priced the rest."""
 
     record: UsageRecord
     service_label: str
     destination: str
     quantity: str
     billed: str
-    bundle: str
-    rate: str
-    rate_detail: str
+    bundle: str  # "" when no bundle covered any of it
+    rate: str  # "¥16/min"
+    increments: str  # voice: "30/6", else ""
+    increments_help: str  # "First 30 s, then every 6 s"
+    connection_fee: str  # "+¥10 per call", or "" without one
 
 
 def usage_lines(records, currency: str) -> list[UsageLine]:
@@ -344,36 +348,32 @@ def usage_lines(records, currency: str) -> list[UsageLine]:
     lines = []
     for record in records:
         service = record.service
+        first, _sep, following = record.increments.partition("/")
         lines.append(
             UsageLine(
                 record=record,
                 service_label=service_label(service),
                 destination=mask_destination(service, record.destination),
                 quantity=format_quantity(service, record.quantity),
-                billed=format_quantity(service, record.billed_quantity)
-                if record.billed_quantity is not None
-                else "",
+                billed=format_quantity(service, record.billed_quantity),
                 bundle=format_quantity(service, record.bundle_quantity)
                 if record.bundle_quantity
                 else "",
                 rate=format_unit_price(service, record.unit_price, currency)
                 if record.unit_price is not None
                 else "",
-                rate_detail=_rate_detail(record, currency),
+                increments=record.increments,
+                increments_help=_("Billed for the first %(first)s s, then every %(next)s s")
+                % {"first": first, "next": following}
+                if following
+                else "",
+                connection_fee=_("+%(fee)s per call")
+                % {"fee": format_price(record.connection_fee, currency)}
+                if record.connection_fee
+                else "",
             )
         )
     return lines
-
-
-def _rate_detail(record: UsageRecord, currency: str) -> str:
-    parts = []
-    if record.increments:
-        parts.append(record.increments)
-    if record.connection_fee:
-        parts.append(
-            _("+%(fee)s per call") % {"fee": format_price(record.connection_fee, currency)}
-        )
-    return " · ".join(parts)
 
 
 # --- Display helpers --------------------------------------------------------------------------
@@ -441,9 +441,7 @@ def format_gigabytes(quantity: Decimal) -> str:
 def _count(quantity: Decimal, singular: str, plural: str) -> str:
     # ngettext picks the form by an integer; a fractional count takes the plural.
     whole = quantity == quantity.to_integral_value()
-    return ngettext(singular, plural, int(quantity) if whole else 2) % {
-        "count": _number(quantity)
-    }
+    return ngettext(singular, plural, int(quantity) if whole else 2) % {"count": _number(quantity)}
 
 
 def format_quantity(service: str, quantity: Decimal | None) -> str:
@@ -492,10 +490,13 @@ def format_unit_price(service: str, price: Decimal, currency: str) -> str:
 
 # E.164 country calling codes are prefix-free: 1 and 7 have one digit, these have two, every
 # other code has three. Enough to keep the country visible and mask the subscriber's digits.
-TWO_DIGIT_CALLING_CODES = frozenset(
-    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split()
-)
+# fmt: off
+TWO_DIGIT_CALLING_CODES = frozenset({
+    "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
+    "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+    "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+})
+# fmt: on
 SHORT_NUMBER = 7  # up to this many digits: a short code, not a person's number
 
 

@@ -1,12 +1,14 @@
 """Celery tasks of the billing app: thin wrappers, safe to run twice or at once."""
 
 from celery import shared_task
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import Company
 
 from .services.expiry import companies_with_expired_credit
 from .services.ledger import credits_expire
+from .services.recurring import companies_with_charges_due, recurring_charge_company
 
 
 @shared_task(acks_late=True)
@@ -25,3 +27,21 @@ def credits_expire_company(company_id: int) -> int:
     if company is None:
         return 0
     return len(credits_expire(company=company))
+
+
+@shared_task(acks_late=True)
+def recurring_charge_due() -> int:
+    """Fan out: one task per company with a recurring charge due now."""
+    company_ids = companies_with_charges_due(timezone.now())
+    for company_id in company_ids:
+        transaction.on_commit(lambda company_id=company_id: recurring_charge_one.delay(company_id))
+    return len(company_ids)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def recurring_charge_one(company_id: int) -> int:
+    """Charge one company's due periods; idempotent (unique per item and period)."""
+    company = Company.objects.filter(pk=company_id).first()
+    if company is None:
+        return 0
+    return len(recurring_charge_company(company=company))

@@ -6,4 +6,5 @@ from . import views
 
 urlpatterns = [
     path("credits/", views.credits, name="credits"),
+    path("usage/", views.usage, name="usage"),
 ]

@@ -1,4 +1,4 @@
-"""Portal pages of the billing app: credits."""
+"""Portal pages of the billing app: credits and usage."""
 
 from django.core.paginator import Paginator
 from django.shortcuts import render
@@ -8,6 +8,7 @@ from djmoney.money import Money
 
 from accounts.models import Company
 from accounts.portal import portal_view
+from accounts.selectors import company_subaccounts
 
 from .money import quantize_amount
 from .selectors import (
@@ -19,8 +20,18 @@ from .selectors import (
     company_lot_lines,
     credit_runway,
 )
+from .selectors_usage import (
+    NO_SUBACCOUNT,
+    SERVICE_LABELS,
+    usage_filters,
+    usage_lines,
+    usage_month,
+    usage_records,
+    usage_summary,
+)
 
 HISTORY_PAGE_SIZE = 50
+USAGE_PAGE_SIZE = 50
 # The history filter: (value of ?kind=, label); "" is everything.
 HISTORY_FILTERS = [
     ("", _("All")),
@@ -65,3 +76,33 @@ def credits(request):
         context["balance"] = balance
         context["owed"] = -balance
     return render(request, "portal/credits.html", context)
+
+
+@portal_view("view_account")
+def usage(request):
+    """A month's usage and cost by service and by subaccount, and its detail records.
+
+    Every member may see it. Bad parameters (month, filters, page) fall back to the default
+    rather than fail: they come from bookmarks and hand-edited links.
+    """
+    company = request.company
+    month = usage_month(request.GET.get("month"), company.tzinfo, timezone.now())
+    subaccounts = list(company_subaccounts(company))
+    filters = usage_filters(request.GET.get("service"), request.GET.get("subaccount"), subaccounts)
+    page = Paginator(
+        usage_records(company, month.start, month.end, filters), USAGE_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "portal/usage.html",
+        {
+            "month": month,
+            "summary": usage_summary(company, month.start, month.end),
+            "page": page,
+            "lines": usage_lines(page, company.currency),
+            "filters": filters,
+            "service_choices": list(SERVICE_LABELS.items()),
+            "subaccounts": subaccounts,
+            "no_subaccount": NO_SUBACCOUNT,
+        },
+    )

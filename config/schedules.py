@@ -6,6 +6,10 @@ works on billing periods derives each company's period in the company's own time
 """
 
 PERIODIC_TASKS: dict[str, dict] = {
+    "Recurring charges": {
+        "task": "billing.tasks.recurring_charge_due",
+        "crontab": {"minute": "*/10"},
+    },
     "Expire credits": {
         "task": "billing.tasks.credits_expire_all",
         "crontab": {"minute": "*/15"},

@@ -2,6 +2,7 @@
 
 from .ledger import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction, money_field
 from .plans import Bundle, BundleCounter, Plan, Subscription
+from .recurring import PhoneNumber, RecurringCharge, SeatFee, ServiceFee
 from .tariffs import Rate, Tariff
 from .usage import ApiKey, UsageRecord, api_key_generate, api_key_hash
 
@@ -13,8 +14,12 @@ __all__ = [
     "LedgerAccount",
     "LedgerPosting",
     "LedgerTransaction",
+    "PhoneNumber",
     "Plan",
     "Rate",
+    "RecurringCharge",
+    "SeatFee",
+    "ServiceFee",
     "Subscription",
     "Tariff",
     "UsageRecord",

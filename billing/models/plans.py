@@ -103,6 +103,10 @@ class Subscription(models.Model):
         _("started at"), help_text=_("Monthly periods start on this day of the month.")
     )
     ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    # When the monthly fee's periods start: the order, or (PAYGO from first use) the first
+    # usage; None until then.
+    fee_anchor_at = models.DateTimeField(_("monthly fee from"), null=True, blank=True)
+    next_charge_at = models.DateTimeField(_("next charge"), null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:

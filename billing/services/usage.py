@@ -29,6 +29,7 @@ from ..periods import monthly_period
 from ..rating import price_event
 from .ledger import UsageBatch
 from .rating import RatingError, normalise_destination, tariff_index
+from .recurring import subscription_first_use
 
 ZERO = Decimal(0)
 # Events stamped further ahead than this are refused: a clock that wrong is a bug upstream.
@@ -273,6 +274,7 @@ def _ingest_company_locked(
         if record.status == UsageRecord.Status.CHARGED:
             record.transaction = ledger_transaction
     bundles.save()
+    bundles.start_first_use_fees(records)
     UsageRecord.objects.bulk_create(records)
     return outcomes
 
@@ -338,6 +340,7 @@ class _Bundles:
             Subscription.objects.filter(company=company)
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
+            .select_related("plan")
             .prefetch_related("plan__bundles")
             .order_by("started_at", "id")
         )
@@ -393,6 +396,25 @@ class _Bundles:
             quantity -= take
             first = first or counter.row
         return first
+
+    def start_first_use_fees(self, records: list[UsageRecord]) -> None:
+        """A PAYGO plan billed from first use starts its monthly fee at the first usage."""
+        waiting = [
+            subscription
+            for subscription in self.subscriptions
+            if subscription.fee_anchor_at is None
+            and subscription.plan.is_paygo
+            and subscription.plan.fee_starts == subscription.plan.FeeStart.FIRST_USE
+        ]
+        for subscription in waiting:
+            used = [
+                record.occurred_at
+                for record in records
+                if record.status == UsageRecord.Status.CHARGED
+                and subscription.is_live(record.occurred_at)
+            ]
+            if used:
+                subscription_first_use(subscription=subscription, at=min(used))
 
     def save(self) -> None:
         changed = [counter.row for counter in self.counters.values() if counter.dirty]

@@ -1,0 +1,376 @@
+"""Recurring and one-time fees: plan fees and activation, DIDs, seats, service fees.
+
+Guarantees of ``recurring_charge_company``:
+
+- Exactly once per (item, period): the company row is locked first (the ledger's lock
+  order), due periods are read from each item's ``next_charge_at`` under that lock, every
+  charge is a ``RecurringCharge`` unique per (item key, period number), and its ledger
+  transaction has the idempotency key ``recurring:<item key>:<period number>``. Running it
+  twice, or in two workers at once, leaves one charge per period.
+- Catch-up: every period that started at or before ``as_of`` is charged, oldest first.
+- Periods are half-open and computed in the company's billing time zone (``periods``):
+  monthly on the day of the month the item started, clamped to the month's last day; or
+  weekly. No proration: a period is charged in full at its start.
+- Prepaid companies that cannot pay are charged what is left, the rest is the charge's
+  shortfall and the company is blocked (the ledger's rules).
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import Company, Subaccount
+from accounts.services import lock_company
+
+from ..exceptions import InvalidAmount
+from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
+from ..periods import calendar_day, monthly_period, weekly_period
+from . import ledger
+
+Item = RecurringCharge.Item
+Kind = ledger.Kind
+
+
+@dataclass(frozen=True)
+class DueCharge:
+    item: str
+    item_key: str
+    period_index: int
+    period_start: datetime
+    period_end: datetime
+    quantity: Decimal
+    amount: Money
+    description: str
+    source: object  # the subscription, phone number, seat fee or service fee
+
+
+def _period_label(start: datetime, end: datetime, company: Company) -> str:
+    """Dates in the billing time zone, the last one the day before the next period starts:
+    "2026-11-01 – 2026-11-30" (periods run from the day of the month the item started)."""
+    tz = company.tzinfo
+    last_day = end.astimezone(tz).date() - timedelta(days=1)
+    return f"{start.astimezone(tz):%Y-%m-%d} – {last_day:%Y-%m-%d}"
+
+
+def _periods(anchor, start_from, until, ended_at, tz, weekly=False):
+    """(index, start, end) of each period whose start is in [start_from, until] and before
+    ``ended_at``, in order."""
+    period_of = weekly_period if weekly else monthly_period
+    at = start_from
+    while at <= until and (ended_at is None or at < ended_at):
+        start, end, index = period_of(anchor, at, tz)
+        yield index, start, end
+        at = end
+
+
+def _active_seats(company: Company, at: datetime) -> int:
+    return (
+        Subaccount.objects.filter(company=company, created_at__lte=at)
+        .filter(Q(is_active=True) | Q(deactivated_at__gt=at))
+        .count()
+    )
+
+
+def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
+    """Every charge of ``company`` due at ``as_of`` and not made yet, oldest first."""
+    tz = company.tzinfo
+    due: list[DueCharge] = []
+
+    for subscription in Subscription.objects.filter(
+        company=company, next_charge_at__lte=as_of
+    ).select_related("plan"):
+        plan = subscription.plan
+        for index, start, end in _periods(
+            subscription.fee_anchor_at,
+            subscription.next_charge_at,
+            as_of,
+            subscription.ended_at,
+            tz,
+        ):
+            if index == 0 and plan.activation_fee and plan.activation_fee.amount > 0:
+                due.append(
+                    DueCharge(
+                        Item.ACTIVATION,
+                        f"activation:{subscription.pk}",
+                        0,
+                        start,
+                        end,
+                        Decimal(1),
+                        plan.activation_fee,
+                        f"Activation fee, plan {plan.name}",
+                        subscription,
+                    )
+                )
+            due.append(
+                DueCharge(
+                    Item.PLAN_FEE,
+                    f"plan_fee:{subscription.pk}",
+                    index,
+                    start,
+                    end,
+                    Decimal(1),
+                    plan.monthly_fee,
+                    f"Plan {plan.name}, {_period_label(start, end, company)}",
+                    subscription,
+                )
+            )
+
+    for number in PhoneNumber.objects.filter(company=company, next_charge_at__lte=as_of):
+        for index, start, end in _periods(
+            number.assigned_at, number.next_charge_at, as_of, number.released_at, tz
+        ):
+            due.append(
+                DueCharge(
+                    Item.DID,
+                    f"did:{number.pk}",
+                    index,
+                    start,
+                    end,
+                    Decimal(1),
+                    number.monthly_price,
+                    f"DID {number.number}, {_period_label(start, end, company)}",
+                    number,
+                )
+            )
+
+    for fee in SeatFee.objects.filter(company=company, next_charge_at__lte=as_of):
+        for index, start, end in _periods(
+            fee.started_at, fee.next_charge_at, as_of, fee.ended_at, tz
+        ):
+            seats = _active_seats(company, start)
+            due.append(
+                DueCharge(
+                    Item.SEATS,
+                    f"seats:{fee.pk}",
+                    index,
+                    start,
+                    end,
+                    Decimal(seats),
+                    Money(fee.price_per_seat.amount * seats, company.currency),
+                    f"Seats: {seats} × {fee.price_per_seat}, {_period_label(start, end, company)}",
+                    fee,
+                )
+            )
+
+    for fee in ServiceFee.objects.filter(company=company, next_charge_at__lte=as_of):
+        weekly = fee.period == ServiceFee.Period.WEEKLY
+        for index, start, end in _periods(
+            fee.started_at, fee.next_charge_at, as_of, fee.ended_at, tz, weekly=weekly
+        ):
+            due.append(
+                DueCharge(
+                    Item.SERVICE_FEE,
+                    f"service_fee:{fee.pk}",
+                    index,
+                    start,
+                    end,
+                    Decimal(1),
+                    fee.amount,
+                    f"{fee.name}, {_period_label(start, end, company)}",
+                    fee,
+                )
+            )
+
+    due.sort(key=lambda charge: (charge.period_start, charge.item_key))
+    return due
+
+
+REVENUE = {
+    Item.PLAN_FEE: "plan_fee",
+    Item.ACTIVATION: "activation",
+    Item.DID: "did",
+    Item.SEATS: "seats",
+    Item.SERVICE_FEE: "service_fee",
+}
+SOURCE_FIELD = {
+    Item.PLAN_FEE: "subscription",
+    Item.ACTIVATION: "subscription",
+    Item.DID: "phone_number",
+    Item.SEATS: "seat_fee",
+    Item.SERVICE_FEE: "service_fee",
+}
+
+
+@transaction.atomic
+def recurring_charge_company(
+    *, company: Company, as_of: datetime | None = None, now: datetime | None = None
+) -> list[RecurringCharge]:
+    """Charge every period of ``company``'s recurring items that started by ``as_of``.
+
+    Locks the company row, then posts all due charges as one ledger batch, records them and
+    moves each item's ``next_charge_at`` on. Idempotent (see the module docstring).
+    """
+    now = now or timezone.now()
+    as_of = as_of or now
+    company = lock_company(company.pk)
+    due = recurring_due(company, as_of)
+    if not due:
+        return []
+    already = set(
+        RecurringCharge.objects.filter(
+            item_key__in={charge.item_key for charge in due}
+        ).values_list("item_key", "period_index")
+    )
+    due = [charge for charge in due if (charge.item_key, charge.period_index) not in already]
+    to_post = [charge for charge in due if charge.amount.amount > 0]
+    results = ledger.company_charge_many(
+        company=company,
+        now=now,
+        charges=[
+            ledger.ChargeRequest(
+                amount=charge.amount,
+                revenue=REVENUE[charge.item],
+                idempotency_key=f"recurring:{charge.item_key}:{charge.period_index}",
+                description=charge.description,
+                kind=Kind.ONE_TIME_FEE if charge.item == Item.ACTIVATION else Kind.RECURRING_FEE,
+                effective_at=charge.period_start,
+                cause=charge.source,
+            )
+            for charge in to_post
+        ],
+    )
+    posted = {
+        id(charge): result.transaction for charge, result in zip(to_post, results, strict=True)
+    }
+    records = RecurringCharge.objects.bulk_create(
+        RecurringCharge(
+            company=company,
+            item=charge.item,
+            item_key=charge.item_key,
+            period_index=charge.period_index,
+            period_start=charge.period_start,
+            period_end=charge.period_end,
+            quantity=charge.quantity,
+            amount=charge.amount,
+            description=charge.description[:300],
+            transaction=posted.get(id(charge)),
+            created_at=now,
+            **{SOURCE_FIELD[charge.item]: charge.source},
+        )
+        for charge in due
+    )
+    _advance_pointers(due)
+    return records
+
+
+def _advance_pointers(due: list[DueCharge]) -> None:
+    """Each item's next charge is the end of its last charged period (None past its end)."""
+    last: dict[str, DueCharge] = {}
+    for charge in due:
+        if charge.item != Item.ACTIVATION:
+            last[charge.item_key] = charge
+    for charge in last.values():
+        source = charge.source
+        ends = getattr(source, "ended_at", None) or getattr(source, "released_at", None)
+        source.next_charge_at = None if ends and charge.period_end >= ends else charge.period_end
+        type(source).objects.filter(pk=source.pk).update(next_charge_at=source.next_charge_at)
+
+
+def companies_with_charges_due(as_of: datetime) -> list[int]:
+    """Companies with at least one item due: four indexed queries, whatever the size."""
+    ids: set[int] = set()
+    for model in (Subscription, PhoneNumber, SeatFee, ServiceFee):
+        ids.update(
+            model.objects.filter(next_charge_at__lte=as_of).values_list("company_id", flat=True)
+        )
+    return sorted(ids)
+
+
+def recurring_charge_all(
+    *, as_of: datetime | None = None, day: date | None = None, now: datetime | None = None
+) -> int:
+    """Charge every company with something due, one database transaction per company.
+
+    ``day``: as of the end of that calendar day in each company's own billing time zone
+    (what ``run_recurring --date`` means); otherwise as of the instant ``as_of`` (now).
+    """
+    now = now or timezone.now()
+    if day is not None:
+        # A bound past the end of ``day`` in every time zone, to find the candidates.
+        bound = datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC)
+    else:
+        bound = as_of = as_of or now
+    charged = 0
+    for company in Company.objects.filter(pk__in=companies_with_charges_due(bound)):
+        company_as_of = as_of
+        if day is not None:
+            company_as_of = calendar_day_end(day, company.tzinfo)
+        charged += len(recurring_charge_company(company=company, as_of=company_as_of, now=now))
+    return charged
+
+
+def calendar_day_end(day: date, tz) -> datetime:
+    """The last instant of ``day`` in ``tz`` (periods starting that day are due)."""
+    next_start, _ = calendar_day(day + timedelta(days=1), tz)
+    return next_start - timedelta(microseconds=1)
+
+
+# --- Ordering and releasing items -----------------------------------------------------------
+
+
+@transaction.atomic
+def subscription_order(*, company: Company, plan, at: datetime | None = None) -> Subscription:
+    """Order ``plan`` for ``company`` at ``at``. Its monthly fee (and activation fee) are due at
+    once, unless the plan's fee starts at first use (then at the first usage)."""
+    at = at or timezone.now()
+    if plan.currency != company.currency:
+        raise InvalidAmount(
+            f"The plan is in {plan.currency}; {company.name} is billed in {company.currency}."
+        )
+    from_first_use = plan.is_paygo and plan.fee_starts == plan.FeeStart.FIRST_USE
+    return Subscription.objects.create(
+        company=company,
+        plan=plan,
+        started_at=at,
+        fee_anchor_at=None if from_first_use else at,
+        next_charge_at=None if from_first_use else at,
+    )
+
+
+def subscription_first_use(*, subscription: Subscription, at: datetime) -> None:
+    """Start a first-use PAYGO plan's monthly fee at its first usage (once)."""
+    Subscription.objects.filter(pk=subscription.pk, fee_anchor_at=None).update(
+        fee_anchor_at=at, next_charge_at=at
+    )
+
+
+@transaction.atomic
+def subscription_end(*, subscription: Subscription, at: datetime | None = None) -> Subscription:
+    """End a subscription: no period starting at or after ``at`` is charged."""
+    at = at or timezone.now()
+    subscription.ended_at = at
+    if subscription.next_charge_at and subscription.next_charge_at >= at:
+        subscription.next_charge_at = None
+    subscription.save(update_fields=["ended_at", "next_charge_at"])
+    return subscription
+
+
+@transaction.atomic
+def phone_number_assign(
+    *, company: Company, number: str, monthly_price: Money, at: datetime | None = None
+) -> PhoneNumber:
+    at = at or timezone.now()
+    if str(monthly_price.currency) != company.currency:
+        raise InvalidAmount(f"The price must be in {company.currency}.")
+    return PhoneNumber.objects.create(
+        company=company,
+        number=number,
+        monthly_price=monthly_price,
+        assigned_at=at,
+        next_charge_at=at,
+    )
+
+
+@transaction.atomic
+def phone_number_release(*, phone_number: PhoneNumber, at: datetime | None = None) -> PhoneNumber:
+    at = at or timezone.now()
+    phone_number.released_at = at
+    if phone_number.next_charge_at and phone_number.next_charge_at >= at:
+        phone_number.next_charge_at = None
+    phone_number.save(update_fields=["released_at", "next_charge_at"])
+    return phone_number
