@@ -485,14 +485,16 @@ class World:
     summary: str
 
 
-def _tariff_rates(tariff, sizes: Sizes, now: datetime, rng) -> tuple[list, list[str], list[str]]:
-    """A realistic price list: voice by prefix (some with an older price still on file),
-    SMS by calling code, data by country, and a default per service."""
-    from billing.models import Rate
+def _tariff_csv(sizes: Sizes, now: datetime, rng) -> tuple[str, list[str], list[str]]:
+    """A realistic price list in the import format (``billing.services.tariffs``): voice by
+    prefix (some repriced last month, the old price still on file), SMS by calling code,
+    data by country, and a default per service. Returns the CSV, the voice prefixes and
+    the data countries."""
     from billing.services.rating import COUNTRIES
+    from billing.services.tariffs import HEADER
 
-    epoch = now - timedelta(days=400)
-    repriced = now - timedelta(days=30)
+    epoch = (now - timedelta(days=400)).isoformat()
+    repriced = (now - timedelta(days=30)).isoformat()
     prefixes = set(CALLING_CODES)
     for _ in range(sizes.prefixes * 20):  # bounded: stops long before on any sane size
         if len(prefixes) >= sizes.prefixes:
@@ -502,67 +504,51 @@ def _tariff_rates(tariff, sizes: Sizes, now: datetime, rng) -> tuple[list, list[
         prefixes.add(code + tail)
     voice_prefixes = sorted(prefixes)
     increments = [(60, 60)] * 5 + [(30, 6)] * 3 + [(1, 1)] * 2 + [(6, 6)]
-
-    def rate(service, destination, price, *, start=epoch, until=None, **extra):
-        return Rate(
-            tariff=tariff,
-            service=service,
-            destination=destination,
-            price=Decimal(price),
-            effective_from=start,
-            effective_until=until,
-            **extra,
-        )
-
-    rates = [
-        rate("voice", "", "60", first_increment=60, next_increment=60),
-        rate("sms", "", "12"),
-        rate("data", "", "5"),
+    # service, destination, price, connection_fee, minimum, first, next, from, until
+    rows = [
+        ("voice", "", 60, 0, 0, 60, 60, epoch, ""),
+        ("sms", "", 12, 0, 0, 1, 1, epoch, ""),
+        ("data", "", 5, 0, 0, 1, 1, epoch, ""),
     ]
     for prefix in voice_prefixes:
         first, step = rng.choice(increments)
-        price = Decimal(rng.choice([8, 12, 15, 20, 25, 30, 45, 60, 90, 120, 180]))
-        fee = Decimal(rng.choice([1, 2, 5, 10])) if rng.random() < 0.2 else Decimal(0)
-        voice = {"first_increment": first, "next_increment": step, "connection_fee": fee}
-        if rng.random() < 0.1:  # repriced last month: the old price must not be used
-            rates.append(rate("voice", prefix, price * 2, until=repriced, **voice))
-            rates.append(rate("voice", prefix, price, start=repriced, **voice))
+        price = rng.choice([8, 12, 15, 20, 25, 30, 45, 60, 90, 120, 180])
+        fee = rng.choice([1, 2, 5, 10]) if rng.random() < 0.2 else 0
+        if rng.random() < 0.1:  # repriced: rating must pick the price in force
+            rows.append(("voice", prefix, price * 2, fee, 0, first, step, epoch, repriced))
+            rows.append(("voice", prefix, price, fee, 0, first, step, repriced, ""))
         else:
-            rates.append(rate("voice", prefix, price, **voice))
+            rows.append(("voice", prefix, price, fee, 0, first, step, epoch, ""))
     for code in CALLING_CODES:
-        rates.append(rate("sms", code, rng.choice(["3", "5", "8", "15", "25"])))
+        rows.append(("sms", code, rng.choice([3, 5, 8, 15, 25]), 0, 0, 1, 1, epoch, ""))
     countries = sorted(COUNTRIES)
     for country in countries:
         price = "0.5" if country == "JP" else rng.choice(["1.2", "2.5", "4", "8", "15"])
-        rates.append(rate("data", country, price))
-    Rate.objects.bulk_create(rates, batch_size=2000)
-    return rates, voice_prefixes, countries
+        rows.append(("data", country, price, 0, 0, 1, 1, epoch, ""))
+    lines = [",".join(HEADER)] + [",".join(str(value) for value in row) for row in rows]
+    return "\n".join(lines) + "\n", voice_prefixes, countries
 
 
 def _setup_world(sizes: Sizes) -> World:
-    """Everything through the services where there is one (companies, subaccounts, credit),
-    else through the models as the admin would (tariff import, plan, subscriptions, key)."""
+    """Everything through the services (companies, subaccounts, credit, tariff import,
+    subscriptions, the API key); the plan and its bundles as the admin writes them."""
     import random
 
     from django.utils import timezone as django_timezone
     from djmoney.money import Money
 
     from accounts.services import company_create, subaccount_create
-    from billing.models import (
-        ApiKey,
-        Bundle,
-        Plan,
-        Subscription,
-        Tariff,
-        api_key_generate,
-        api_key_hash,
-    )
+    from billing.models import Bundle, Plan, Rate
+    from billing.services.api_keys import api_key_create
     from billing.services.ledger import credits_grant
+    from billing.services.recurring import subscription_order
+    from billing.services.tariffs import tariff_create, tariff_import
 
     rng = random.Random(SEED)
     now = django_timezone.now()
-    tariff = Tariff.objects.create(name="Bench tariff", currency=CURRENCY)
-    rates, voice_prefixes, countries = _tariff_rates(tariff, sizes, now, rng)
+    tariff = tariff_create(name="Bench tariff", currency=CURRENCY)
+    csv_text, voice_prefixes, countries = _tariff_csv(sizes, now, rng)
+    imported = tariff_import(tariff=tariff, text=csv_text, now=now)
     plan = Plan.objects.create(
         name="Bench Business", currency=CURRENCY, monthly_fee=Money(3000, CURRENCY)
     )
@@ -611,9 +597,7 @@ def _setup_world(sizes: Sizes) -> World:
         # Rank 1 (the busiest) and rank 4 among them: bundles run out, then overage.
         if rank % 5 == 1 or rank % 10 == 4:
             subscribed += 1
-            Subscription.objects.create(
-                company=company, plan=plan, started_at=now - timedelta(days=10)
-            )
+            subscription_order(company=company, plan=plan, at=now - timedelta(days=10))
         seats: tuple[str, ...] = ()
         if rank % 3 == 0:
             seated += 1
@@ -622,16 +606,15 @@ def _setup_world(sizes: Sizes) -> World:
                 subaccount_create(company=company, code=seat, name=seat.title())
         by_rank[rank] = Customer(code, seats)
 
-    raw_key = api_key_generate()
-    key = ApiKey.objects.create(name="bench", prefix=raw_key[:10], key_hash=api_key_hash(raw_key))
+    key, raw_key = api_key_create(name="bench", now=now)
     traffic = Traffic(
         [by_rank[rank] for rank in sorted(by_rank)], sizes.zipf, voice_prefixes, countries
     )
-    services = Counter(rate.service for rate in rates)
+    services = Counter(Rate.objects.filter(tariff=tariff).values_list("service", flat=True))
     summary = (
         f"{sizes.companies} companies ({prepaid} prepaid with credit, "
         f"{sizes.companies - prepaid} postpaid without a limit; {subscribed} on a plan with 3 "
-        f"bundles; {seated} with 2 subaccounts); tariff of {len(rates):,} rates (voice "
+        f"bundles; {seated} with 2 subaccounts); tariff of {imported.imported:,} rates (voice "
         f"{services['voice']:,} over {len(voice_prefixes):,} prefixes, sms {services['sms']}, "
         f"data {services['data']}); 1 API key"
     )

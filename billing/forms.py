@@ -10,6 +10,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 from django import forms
+from django.core.validators import MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, CompanyBlock
@@ -255,6 +256,15 @@ class RateAdminForm(forms.ModelForm):
         # rate's start within its tariff, which needs the tariff among its fields.
         if self.instance.pk is not None:
             self.fields["tariff"].disabled = True
+        # The database refuses these too, but its message names a constraint, not the field.
+        for name, minimum in [
+            ("price", 0),
+            ("connection_fee", 0),
+            ("first_increment", 1),
+            ("next_increment", 1),
+        ]:
+            self.fields[name].validators.append(MinValueValidator(minimum))
+            self.fields[name].widget.attrs["min"] = minimum
 
     def clean(self):
         cleaned = super().clean()
@@ -264,6 +274,9 @@ class RateAdminForm(forms.ModelForm):
                 cleaned["destination"] = destination_clean(service, cleaned.get("destination", ""))
             except ValueError as error:
                 self.add_error("destination", str(error))
+        start, end = cleaned.get("effective_from"), cleaned.get("effective_until")
+        if start and end and end <= start:
+            self.add_error("effective_until", _("Must be later than “effective from”."))
         # The model's checks (one start per service and destination) run after this, on
         # the destination as stored.
         return cleaned

@@ -148,12 +148,16 @@ class TariffAdmin(StaffActionMixin, admin.ModelAdmin):
             (_("Companies rated with it"), str(tariff._companies)),
             (_("Version"), str(tariff.version)),
         ]
-        effect = gettext(
-            "Replaces all %(count)d rates of this tariff with the rates of the file, in one "
-            "step. Every line is checked first: if any line is bad, nothing changes and each "
-            "bad line is listed with its reason. Companies on this tariff are rated with the "
-            "new rates from their next event; usage already charged keeps its price."
+        replaces = ngettext(
+            "Replaces the %(count)d rate of this tariff with the rates of the file, in one step.",
+            "Replaces all %(count)d rates of this tariff with the rates of the file, in one step.",
+            tariff._rates,
         ) % {"count": tariff._rates}
+        checks = gettext(
+            "Every line is checked first: if any line is bad, nothing changes and each bad "
+            "line is listed with its reason. Companies on this tariff are rated with the new "
+            "rates from their next event; usage already charged keeps its price."
+        )
         return self.staff_action_response(
             request,
             obj=tariff,
@@ -162,7 +166,7 @@ class TariffAdmin(StaffActionMixin, admin.ModelAdmin):
             title=gettext("Import the rates of %(tariff)s") % {"tariff": tariff},
             submit_label=gettext("Import and replace the rates"),
             summary=summary,
-            effect=effect,
+            effect=f"{replaces} {checks}",
         )
 
     def export_view(self, request, object_id):

@@ -119,7 +119,13 @@ CURRENCY_CHOICES = [(code, code) for code in CURRENCIES]
 # Celery: a filesystem broker under var/ needs no server; CELERY_BROKER_URL switches
 # to Redis (redis://...) or RabbitMQ (amqp://...).
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Redis redelivers a message a worker took but never acknowledged (it died) after this.
+# Its sweep for such messages runs every interval × throttle seconds (kombu: 10 × 10).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+}
 if CELERY_BROKER_URL.startswith("filesystem"):
     (VAR_DIR / "broker").mkdir(exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -157,6 +157,30 @@ def test_one_batch_replayed_by_sixteen_threads_is_charged_once(tariff):
     assert_books_reconcile()
 
 
+def test_refused_events_replayed_by_sixteen_threads_are_refused_once_then_duplicate(tariff):
+    # Every id is handled once per key whatever its outcome: one request refuses it, the
+    # fifteen others answer "duplicate" with that refusal, as for a charge.
+    company = CompanyFactory(account_code="acme", tariff=tariff, mode=Company.Mode.PREPAID)
+    grant(company, 10_000, now=NOW - timedelta(days=1))
+    key, raw = api_key()
+    events = [
+        sms("ok", "acme"),
+        sms("nobody", "no-such-account"),  # refused before any lock
+        {**sms("no-fax-rate", "acme"), "service": "fax"},  # refused under the company lock
+    ]
+
+    results = run_together([poster(raw, events) for _ in range(THREADS)])
+
+    assert UsageRecord.objects.filter(api_key=key).count() == 3
+    for position, event in enumerate(events):
+        answers = [result[position] for result in results]
+        statuses = Counter(answer["status"] for answer in answers)
+        first = "charged" if event["id"] == "ok" else "rejected"
+        assert statuses == {first: 1, "duplicate": THREADS - 1}, (event["id"], statuses)
+        assert len({str(answer["error"]) for answer in answers}) == 1
+    assert_books_reconcile()
+
+
 def test_sixteen_batches_on_one_prepaid_company_never_take_it_below_zero(tariff):
     company = CompanyFactory(account_code="acme", tariff=tariff, mode=Company.Mode.PREPAID)
     grant(company, 1000, now=NOW - timedelta(days=1))
