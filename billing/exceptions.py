@@ -51,3 +51,7 @@ class TariffImportError(BillingError):
             gettext("line %(line)d: %(reason)s") % {"line": line, "reason": reason}
             for line, reason in self.errors
         ]
+
+
+class NumberInUse(BillingError):
+    """The phone number is assigned to a company already."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from djmoney.money import Money
@@ -27,7 +27,7 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_company
 
-from ..exceptions import InvalidAmount
+from ..exceptions import InvalidAmount, NumberInUse
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
 from ..periods import calendar_day, monthly_period, weekly_period
 from . import ledger
@@ -354,16 +354,24 @@ def subscription_end(*, subscription: Subscription, at: datetime | None = None) 
 def phone_number_assign(
     *, company: Company, number: str, monthly_price: Money, at: datetime | None = None
 ) -> PhoneNumber:
+    """Assign a DID: its monthly price is due at once, then on each monthly anniversary.
+    Raises ``NumberInUse`` if another company holds the number."""
     at = at or timezone.now()
     if str(monthly_price.currency) != company.currency:
         raise InvalidAmount(f"The price must be in {company.currency}.")
-    return PhoneNumber.objects.create(
-        company=company,
-        number=number,
-        monthly_price=monthly_price,
-        assigned_at=at,
-        next_charge_at=at,
-    )
+    try:
+        with transaction.atomic():
+            return PhoneNumber.objects.create(
+                company=company,
+                number=number,
+                monthly_price=monthly_price,
+                assigned_at=at,
+                next_charge_at=at,
+            )
+    except IntegrityError as error:
+        raise NumberInUse(
+            f"{number} is assigned to a company already; release it first."
+        ) from error
 
 
 @transaction.atomic

@@ -325,16 +325,18 @@ def test_a_nul_character_in_an_account_is_no_server_error(client, world, account
     ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+00:45"],
 )
 def test_an_instant_at_the_ends_of_the_calendar_is_no_server_error(client, world, occurred_at):
-    # In UTC these are in year 0 or 10000, which Python's datetime cannot hold.
-    response = client.post(
-        "/api/v1/usage",
-        {"events": [{**EVENT, "occurred_at": occurred_at}]},
-        content_type="application/json",
-        headers={"authorization": f"Bearer {world}"},
-    )
-    assert response.status_code in {200, 400}
-    if response.status_code == 200:
-        assert response.json()["results"][0]["status"] == "rejected"
+    # In UTC these are in year 0 or 10000, which Python's datetime cannot hold. Sent twice:
+    # the replay reads the first attempt's record back.
+    for _ in range(2):
+        response = client.post(
+            "/api/v1/usage",
+            {"events": [{**EVENT, "occurred_at": occurred_at}]},
+            content_type="application/json",
+            headers={"authorization": f"Bearer {world}"},
+        )
+        assert response.status_code in {200, 400}
+        if response.status_code == 200:
+            assert response.json()["results"][0]["status"] in {"rejected", "duplicate"}
 
 
 def test_the_largest_quantity_the_schema_allows_is_no_server_error(client, world):

@@ -217,3 +217,12 @@ def test_running_twice_with_the_pointer_reset_still_charges_once(postpaid):
     type(number).objects.filter(pk=number.pk).update(next_charge_at=at)
     recurring.recurring_charge_company(company=postpaid, as_of=at)
     assert RecurringCharge.objects.count() == 1
+
+
+def test_a_number_held_by_another_company_cannot_be_assigned(postpaid):
+    recurring.phone_number_assign(company=postpaid, number="+81 50 9999 0000", monthly_price=jpy(1))
+    other = CompanyFactory(mode=Company.Mode.POSTPAID)
+    with pytest.raises(recurring.NumberInUse, match="assigned to a company already"):
+        recurring.phone_number_assign(
+            company=other, number="+81 50 9999 0000", monthly_price=jpy(1)
+        )

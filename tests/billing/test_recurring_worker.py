@@ -45,7 +45,10 @@ def _start_worker(log_path: Path) -> subprocess.Popen:
         **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
         "DJANGO_DEBUG": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        # The test database, where this test's rows are committed.
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
         "CELERY_BROKER_URL": REDIS_URL,
         # Redeliver what the killed worker took within seconds, not the production hour.
         "CELERY_VISIBILITY_TIMEOUT": "3",

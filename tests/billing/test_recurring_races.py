@@ -1,0 +1,73 @@
+"""Recurring runs at once (two workers, or sixteen) leave one charge per (item, period)."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from djmoney.money import Money
+
+from accounts.models import Company
+from billing.models import LedgerTransaction, RecurringCharge
+from billing.reconcile import reconcile
+from billing.services.recurring import (
+    phone_number_assign,
+    recurring_charge_all,
+    recurring_charge_company,
+    subscription_order,
+)
+from tests.factories import CompanyFactory
+from tests.factories.rating import PlanFactory
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+START = datetime(2026, 8, 15, tzinfo=UTC)
+AS_OF = datetime(2026, 11, 15, tzinfo=UTC)  # four periods each
+
+
+def _in_threads(count: int, work) -> None:
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def run():
+        try:
+            barrier.wait()
+            work()
+        except Exception as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _company_with_items() -> Company:
+    company = CompanyFactory(mode=Company.Mode.POSTPAID, billing_timezone="UTC")
+    number = f"+81 50 1111 {company.pk:04d}"
+    subscription_order(company=company, plan=PlanFactory(monthly_fee=Money(1000, "JPY")), at=START)
+    phone_number_assign(company=company, number=number, monthly_price=Money(300, "JPY"), at=START)
+    return company
+
+
+def test_sixteen_runs_of_one_company_at_once_charge_each_period_once():
+    company = _company_with_items()
+    _in_threads(16, lambda: recurring_charge_company(company=company, as_of=AS_OF))
+    assert RecurringCharge.objects.count() == 8
+    assert LedgerTransaction.objects.filter(kind="recurring_fee").count() == 8
+    assert reconcile().ok
+
+
+def test_two_whole_runs_at_once_over_many_companies_charge_each_period_once():
+    companies = [_company_with_items() for _ in range(10)]
+    _in_threads(2, lambda: recurring_charge_all(as_of=AS_OF))
+    assert RecurringCharge.objects.count() == 8 * len(companies)
+    pairs = list(RecurringCharge.objects.values_list("item_key", "period_index"))
+    assert len(pairs) == len(set(pairs))
+    assert reconcile().ok
+    recurring_charge_all(as_of=AS_OF + timedelta(days=1))  # and again: nothing new
+    assert RecurringCharge.objects.count() == 8 * len(companies)
