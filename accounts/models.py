@@ -122,13 +122,17 @@ class Company(models.Model):
         return f"{self.name} ({self.account_code})"
 
     def clean(self) -> None:
+        errors = {}
         if self.credit_limit is not None and str(self.credit_limit.currency) != self.currency:
-            raise ValidationError(
-                {
-                    "credit_limit": _("The credit limit must be in the company's currency (%(c)s).")
-                    % {"c": self.currency}
-                }
-            )
+            errors["credit_limit"] = _(
+                "The credit limit must be in the company's currency (%(c)s)."
+            ) % {"c": self.currency}
+        if self.tariff_id is not None and self.tariff.currency != self.currency:
+            errors["tariff"] = _("The tariff must price in the company's currency (%(c)s).") % {
+                "c": self.currency
+            }
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def is_blocked(self) -> bool:

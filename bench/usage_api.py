@@ -1,6 +1,8 @@
-"""Usage API throughput on PostgreSQL: events rated and charged per second through
-``POST /api/v1/usage`` end to end (gunicorn, HTTP, JSON) and through ``usage_ingest``
-directly, and the latency of ``POST /api/v1/authorize``.
+"""Usage API on PostgreSQL: usage events charged per second, and authorize latency.
+
+Events rated and charged per second through ``POST /api/v1/usage`` end to end (gunicorn,
+HTTP, JSON) and through ``usage_ingest`` directly, and the latency of
+``POST /api/v1/authorize``.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/usage_api.py
 
@@ -138,6 +140,7 @@ class Figure:
     target: int | None
     cut_short: bool
     failed_calls: int = 0
+    commit_seconds: float | None = None  # wall time in COMMIT, summed (service runs)
 
     @property
     def rate(self) -> float:
@@ -1177,9 +1180,7 @@ def _service_phase(processes, sizes, world, conninfo, target, tally) -> Figure:
     figure = _figure(
         f"(2) usage_ingest, {processes} process(es)", "service", stats, sample, cpu, target
     )
-    commit = sum(item.commit_seconds for item in stats)
-    print(f"    in COMMIT (wall, summed): {commit / figure.events * 1e6:.0f} us per event")
-    return figure
+    return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
 
 
 # --- (3) Authorize --------------------------------------------------------------------------
@@ -1281,6 +1282,8 @@ def _print_figure(figure: Figure) -> None:
     parts += [f"{name} {value / figure.events * 1e6:.0f}" for name, value in figure.cpu.items()]
     if figure.idle is not None:
         parts.append(f"machine idle {figure.idle / figure.events * 1e6:.0f}")
+    if figure.commit_seconds is not None:
+        parts.append(f"waiting for COMMIT {figure.commit_seconds / figure.events * 1e6:.0f}")
     print(f"    us per event: {', '.join(parts)}")
 
 

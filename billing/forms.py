@@ -220,15 +220,16 @@ class ModeSwitchForm(StaffActionForm):
 
 
 class TariffImportForm(forms.Form):
-    file = forms.FileField(
-        label=_("CSV file"),
-        help_text=_(
+    file = forms.FileField(label=_("CSV file"))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Formatted here, per request, so that it is translated into the page's language.
+        self.fields["file"].help_text = _(
             "UTF-8 CSV whose first line is exactly: %(header)s. Instants in ISO 8601 with a "
             "UTC offset; an empty effective_until is open-ended. Export the tariff to see the "
             "format with its present rates."
-        )
-        % {"header": ",".join(HEADER)},
-    )
+        ) % {"header": ",".join(HEADER)}
 
 
 class RateAdminForm(forms.ModelForm):

@@ -7,4 +7,5 @@ from . import views
 urlpatterns = [
     path("credits/", views.credits, name="credits"),
     path("usage/", views.usage, name="usage"),
+    path("subscriptions/", views.subscriptions, name="subscriptions"),
 ]

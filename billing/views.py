@@ -1,4 +1,4 @@
-"""Portal pages of the billing app: credits and usage."""
+"""Portal pages of the billing app: credits, usage, subscriptions and numbers."""
 
 from django.core.paginator import Paginator
 from django.shortcuts import render
@@ -20,6 +20,7 @@ from .selectors import (
     company_lot_lines,
     credit_runway,
 )
+from .selectors_recurring import recent_recurring_charges, recurring_overview
 from .selectors_usage import (
     NO_SUBACCOUNT,
     SERVICE_LABELS,
@@ -32,6 +33,7 @@ from .selectors_usage import (
 
 HISTORY_PAGE_SIZE = 50
 USAGE_PAGE_SIZE = 50
+CHARGES_PAGE_SIZE = 50
 # The history filter: (value of ?kind=, label); "" is everything.
 HISTORY_FILTERS = [
     ("", _("All")),
@@ -106,3 +108,15 @@ def usage(request):
             "no_subaccount": NO_SUBACCOUNT,
         },
     )
+
+
+@portal_view("view_account")
+def subscriptions(request):
+    """Plans and their bundles this period, phone numbers, seats and service fees, and the
+    recurring charges of the last three months, line by line. Every member may see it."""
+    company = request.company
+    overview = recurring_overview(company, timezone.now())
+    page = Paginator(recent_recurring_charges(company, overview.since), CHARGES_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "portal/subscriptions.html", {"overview": overview, "page": page})

@@ -199,7 +199,7 @@ class RateAdmin(admin.ModelAdmin):
     ]
     list_filter = ["tariff", "service"]
     search_fields = ["^destination"]
-    search_help_text = _("Destination: the beginning of a number prefix, or a country (JP).")
+    search_help_text = _("Destination: the beginning of a number prefix (+81 or 81), or a country.")
     list_select_related = ["tariff"]
     autocomplete_fields = ["tariff"]
     # Tariffs hold tens of thousands of rates: count at most the cap, and the (tariff,
@@ -208,6 +208,14 @@ class RateAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     ordering = ["tariff_id", "service", "destination", "effective_from"]
+
+    def get_search_results(self, request, queryset, search_term):
+        # Prefixes as rates store them (digits without "+", countries in upper case), and
+        # case-sensitive, so the (tariff, service, destination) index can serve the search.
+        term = search_term.strip().removeprefix("+").upper()
+        if not term:
+            return queryset, False
+        return queryset.filter(destination__startswith=term), False
 
     @admin.display(description=_("destination"), ordering="destination")
     def destination_display(self, obj):

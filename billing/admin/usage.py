@@ -108,7 +108,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description=_("Revoke selected API keys"), permissions=["change"])
     def revoke(self, request, queryset):
         """Like ``delete_selected``: a confirmation page first, then one service call per key."""
-        keys = list(queryset.select_related("created_by"))
+        keys = list(queryset)
         if request.POST.get("post") != "yes":
             context = {
                 **self.admin_site.each_context(request),

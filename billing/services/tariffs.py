@@ -216,15 +216,8 @@ def _parse(text: str) -> list[dict]:
     try:
         header = next(reader, None)
         if header is None or [cell.strip() for cell in header] != list(HEADER):
-            raise TariffImportError(
-                [
-                    (
-                        1,
-                        gettext("the first line must be exactly: %(header)s")
-                        % {"header": ",".join(HEADER)},
-                    )
-                ]
-            )
+            wanted = gettext("the first line must be exactly: %(header)s")
+            raise TariffImportError([(1, wanted % {"header": ",".join(HEADER)})])
         for fields in reader:
             line = reader.line_num
             if not fields or all(not field.strip() for field in fields):
@@ -317,7 +310,6 @@ def tariff_create(*, name: str, currency: str, description: str = "") -> Tariff:
     return Tariff.objects.create(name=name, currency=currency, description=description)
 
 
-@transaction.atomic
 def tariff_import(
     *,
     tariff: Tariff,
@@ -335,14 +327,16 @@ def tariff_import(
     text, e.g. an upload) or ``text``.
     """
     now = now or timezone.now()
+    # Checked outside the transaction: reading a big file holds no connection or lock.
     rates = _parse(_text_of(file, text))
-    locked = Tariff.objects.select_for_update().get(pk=tariff.pk)
-    replaced = Rate.objects.filter(tariff=locked).delete()[0]
-    Rate.objects.bulk_create(
-        (Rate(tariff_id=locked.pk, **values) for values in rates), batch_size=BULK_BATCH_SIZE
-    )
-    _version_bump([locked.pk])
-    tariff.refresh_from_db(fields=["version"])
+    with transaction.atomic():
+        locked = Tariff.objects.select_for_update().get(pk=tariff.pk)
+        replaced = Rate.objects.filter(tariff=locked).delete()[0]
+        Rate.objects.bulk_create(
+            (Rate(tariff_id=locked.pk, **values) for values in rates), batch_size=BULK_BATCH_SIZE
+        )
+        _version_bump([locked.pk])
+        tariff.refresh_from_db(fields=["version"])
     in_force = sum(
         1
         for rate in rates

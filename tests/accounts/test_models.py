@@ -94,3 +94,13 @@ def test_a_user_may_belong_to_several_companies():
     MembershipFactory(user=user)
     MembershipFactory(user=user, role=Membership.Role.MEMBER)
     assert user.memberships.count() == 2
+
+
+def test_tariff_in_another_currency_fails_validation():
+    from tests.factories.rating import TariffFactory
+
+    company = CompanyFactory(currency="JPY")
+    company.tariff = TariffFactory(currency="USD")
+    with pytest.raises(ValidationError) as error:
+        company.full_clean()
+    assert "tariff" in error.value.message_dict

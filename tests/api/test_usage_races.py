@@ -165,8 +165,8 @@ def test_refused_events_replayed_by_sixteen_threads_are_refused_once_then_duplic
     key, raw = api_key()
     events = [
         sms("ok", "acme"),
-        sms("nobody", "no-such-account"),  # refused before any lock
         {**sms("no-fax-rate", "acme"), "service": "fax"},  # refused under the company lock
+        sms("nobody", "no-such-account"),  # refused before any lock
     ]
 
     results = run_together([poster(raw, events) for _ in range(THREADS)])

@@ -593,3 +593,67 @@ def test_a_batch_is_one_transaction_whose_postings_sum_its_records_and_every_rec
     assert UsageRecord.objects.filter(transaction=transaction_).count() == 7
     for tx in LedgerTransaction.objects.filter(kind="usage"):
         assert_transaction_matches_its_records(tx)
+
+
+# --- Per-event refusals not covered by the contract tests --------------------------------------
+
+
+def test_events_more_than_five_minutes_ahead_are_refused(client, acme, key):
+    _, raw = key
+    results = post(
+        client,
+        raw,
+        [
+            sms("on-the-edge", 1, occurred_at="2026-11-20T03:05:00Z"),
+            sms("too-early", 1, occurred_at="2026-11-20T03:05:01Z"),
+        ],
+    )
+    assert summary(results) == [
+        ("charged", 0, "3", None),
+        ("rejected", 0, None, "occurred_in_future"),
+    ]
+
+
+def test_a_deactivated_subaccount_or_a_tariff_in_another_currency_refuses_the_event(
+    client, acme, key
+):
+    SubaccountFactory(company=acme, code="gone", is_active=False, deactivated_at=NOW)
+    usd = CompanyFactory(account_code="usd", currency="USD", tariff=acme.tariff)  # a JPY tariff
+    untariffed = CompanyFactory(account_code="bare", tariff=None)
+    _, raw = key
+    results = post(
+        client,
+        raw,
+        [
+            sms("gone", 1, subaccount="gone"),
+            sms("usd", 1, account=usd.account_code, subaccount=None),
+            sms("bare", 1, account=untariffed.account_code, subaccount=None),
+        ],
+    )
+    assert [r["error"]["code"] for r in results] == [
+        "subaccount_inactive",
+        "no_tariff",
+        "no_tariff",
+    ]
+    assert not LedgerTransaction.objects.filter(kind="usage").exists()
+
+
+def test_an_event_with_no_rate_is_refused_but_the_rest_of_the_batch_is_charged(client, acme, key):
+    _, raw = key
+    results = post(
+        client,
+        raw,
+        [
+            sms("before", 1),
+            event("fax", service="fax", destination="+81312345678", quantity=2),  # no fax rate
+            event("disk", service="disk", destination=None, quantity=10**9),  # no disk rate
+            sms("after", 1),
+        ],
+    )
+    assert summary(results) == [
+        ("charged", 0, "3", None),
+        ("rejected", 0, None, "no_rate"),
+        ("rejected", 0, None, "no_rate"),
+        ("charged", 0, "3", None),
+    ]
+    assert_transaction_matches_its_records(LedgerTransaction.objects.get(kind="usage"))

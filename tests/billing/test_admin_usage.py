@@ -341,6 +341,7 @@ def test_rate_list_filters_by_tariff_and_service_searches_destinations_and_never
     assert shown(tariff__id__exact=tariff.pk, service__exact="sms") == [("Retail", "sms", "81")]
     assert shown(q="819") == [(other.name, "voice", "8190")]
     assert len(shown(q="81")) == 3  # a prefix search
+    assert shown(q="+819") == shown(q="819")
     with CaptureQueriesContext(connection) as captured:
         admin_client.get(url)
     counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
