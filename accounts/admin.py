@@ -1,8 +1,10 @@
 """Back-office for companies, subaccounts, contacts, memberships and blocks.
 
-Mode and status are shown but not edited here: switching mode, blocking and moving money
-are staff actions of their own (confirmation pages reached from the company page), each
-calling its service.
+Mode and status are shown but not edited here: switching mode, blocking, moving money and
+running the recurring charges now are staff actions of their own (confirmation pages
+reached from the company page), each calling its service. The company page also shows its
+upcoming recurring charges and links to its subscriptions, numbers and fees
+(``billing.admin.CompanyRecurringMixin``).
 """
 
 from django.contrib import admin, messages
@@ -17,6 +19,7 @@ from djmoney.money import Money
 from billing.admin import (
     ActionDone,
     CompanyMoneyMixin,
+    CompanyRecurringMixin,
     ReadOnlyAdmin,
     StaffActionMixin,
     company_summary,
@@ -60,7 +63,7 @@ class BillingContactInline(admin.TabularInline):
 
 
 @admin.register(Company)
-class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
+class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, admin.ModelAdmin):
     list_display = [
         "account_code",
         "name",
@@ -110,6 +113,8 @@ class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
                 "currency",
                 "active_blocks_table",
                 *self.money_fields,
+                *self.recurring_fields,
+                "recurring_add_links",
             ]
         return self.readonly_fields
 
@@ -120,6 +125,7 @@ class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
             *self.fieldsets[:-1],
             (_("Status"), {"fields": ["status", "blocked_reason", "active_blocks_table"]}),
             (_("Money"), {"fields": self.money_fields}),
+            (_("Recurring charges"), {"fields": self.recurring_fields_for(request)}),
             (_("Opened"), {"fields": ["created_at"]}),
         ]
 
@@ -153,6 +159,7 @@ class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
             ("block", self.block_view, "block"),
             ("unblock", self.unblock_view, "unblock"),
             ("switch-mode", self.switch_mode_view, "switch_mode"),
+            ("run-recurring", self.run_recurring_view, "run_recurring"),
         ]
         return [
             *(
@@ -184,6 +191,12 @@ class CompanyAdmin(CompanyMoneyMixin, StaffActionMixin, admin.ModelAdmin):
             ("block", gettext("Block"), "accounts.block_company", True),
             ("unblock", gettext("Unblock"), "accounts.block_company", company.is_blocked),
             ("switch_mode", other_mode, "accounts.switch_company_mode", True),
+            (
+                "run_recurring",
+                gettext("Run recurring charges now"),
+                "billing.run_recurring",
+                True,
+            ),
         ]
         return [
             {"url": reverse(f"admin:accounts_company_{name}", args=[company.pk]), "label": label}

@@ -406,34 +406,43 @@ def _charge_one(company_id: int, instant: datetime) -> int:
 
 
 def _probe_queries(sample_ids: list[int], instant: datetime) -> list[str]:
-    """SQL statements per company, over the sample companies (each also opens its customer
-    ledger account, as every company of the run does), and of the fan-out query."""
+    """SQL statements per company over the sample companies, as the task runs them; then
+    for one of them again (nothing due), and for the fan-out query.
+
+    Each sample company opens its customer ledger account, as every company of the run
+    does; the first one also creates the system revenue accounts, which the run's
+    companies then find."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from billing.services.recurring import companies_with_charges_due
 
-    shapes: Counter = Counter()
-    counts = []
+    counts: Counter = Counter()
+    shapes: dict[int, Counter] = {}
     for company_id in sample_ids:
         with CaptureQueriesContext(connection) as queries:
             charged = _charge_one(company_id, instant)
         if charged != ITEMS_PER_COMPANY:
             raise SystemExit(f"recurring_run: sample company {company_id} got {charged} charges")
-        counts.append(len(queries))
-        shapes.update(_statement_shape(query["sql"]) for query in queries)
-    with CaptureQueriesContext(connection) as queries:
+        counts[len(queries)] += 1
+        shapes[len(queries)] = Counter(_statement_shape(query["sql"]) for query in queries)
+    with CaptureQueriesContext(connection) as again:
+        if _charge_one(sample_ids[-1], instant):
+            raise SystemExit("recurring_run: a sample company was charged twice")
+    with CaptureQueriesContext(connection) as fanout:
         companies_with_charges_due(instant)
-    per_company = ", ".join(
-        f"{n / len(sample_ids):.1f} x {shape}" if n != len(sample_ids) else shape
-        for shape, n in shapes.most_common()
+    typical = counts.most_common(1)[0][0]
+    spread = ", ".join(f"{n} for {companies}" for n, companies in sorted(counts.items()))
+    listed = ", ".join(
+        f"{n} x {shape}" if n > 1 else shape for shape, n in shapes[typical].most_common()
     )
     return [
-        f"SQL statements per company (task's fetch + recurring_charge_company, {len(sample_ids)} "
-        f"sample companies, {ITEMS_PER_COMPANY} charges each): {sum(counts) / len(counts):.1f} "
-        f"on average, {min(counts)} to {max(counts)}, plus COMMIT",
-        f"    {per_company}",
-        f"companies_with_charges_due: {len(queries)} statements",
+        f"SQL statements per company (the task's fetch and recurring_charge_company, "
+        f"{ITEMS_PER_COMPANY} charges, BEGIN and COMMIT included), over {len(sample_ids)} "
+        f"sample companies: {spread}",
+        f"    one of {typical}: {listed}",
+        f"the same company again, nothing due: {len(again)} statements; "
+        f"companies_with_charges_due: {len(fanout)} statements",
     ]
 
 

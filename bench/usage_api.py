@@ -107,7 +107,7 @@ DEFAULT_SIZES = Sizes(
     seconds=90,
 )
 QUICK_SIZES = replace(
-    DEFAULT_SIZES, http_events=8_000, service_events=5_000, authorize=500, seconds=15
+    DEFAULT_SIZES, http_events=6_000, service_events=4_000, authorize=500, seconds=10
 )
 SERVER_MODES = ("sync", "gthread")
 
@@ -188,7 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     server_info = _recreate_database(server)
-    bench_url = _with_database(url, BENCH_DB)
+    try:
+        return _run(args, sizes, modes, server_info, _with_database(url, BENCH_DB))
+    finally:
+        if not args.keep:  # also after a failure: the database is the bench's own
+            if "django" in sys.modules:
+                from django.db import connections
+
+                connections.close_all()
+            _drop_database(server)
+
+
+def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url: str) -> int:
     os.environ["DATABASE_URL"] = bench_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     # Production runs without DEBUG; with it every query is also formatted and kept.
@@ -260,9 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         "peak memory (max RSS): "
         + ", ".join(f"{name} {kib / 1024:.0f} MiB" for name, kib in memory.items())
     )
-    if not args.keep:
-        connections.close_all()
-        _drop_database(server)
     return 0 if ok else 1
 
 

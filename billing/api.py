@@ -4,15 +4,17 @@ Authenticated by ``Authorization: Bearer <key>``; keys are created by staff and 
 a SHA-256 hash. Views only translate JSON to the services and back.
 """
 
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from djmoney.money import Money
 from ninja import Field, Router, Schema, Status
 from ninja.security import HttpBearer
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
 from accounts.models import Company
 
@@ -31,6 +33,29 @@ class ApiKeyAuth(HttpBearer):
 router = Router(auth=ApiKeyAuth(), tags=["billing"])
 
 
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; such a value is malformed input, not a server error.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _plausible_instant(value: datetime) -> datetime:
+    # Also keeps every later comparison and the database away from the calendar's ends.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be between 1970 and 2999") from None
+    if not 1970 <= utc.year <= 2999:
+        raise ValueError("must be between 1970 and 2999")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
+Text = Annotated[str, AfterValidator(_no_nul)]
+OptionalText = Annotated[str | None, AfterValidator(_no_nul)]
+
+
 class MoneyOut(Schema):
     amount: str = Field(description='Decimal string, e.g. "120" (JPY) or "1.25" (USD)')
     currency: str
@@ -42,16 +67,16 @@ class ErrorOut(Schema):
 
 
 class EventIn(Schema):
-    id: str = Field(
+    id: Text = Field(
         min_length=1, max_length=64, description="Unique per API key: retries are harmless"
     )
-    account: str = Field(min_length=1, max_length=64, description="The company's account code")
-    subaccount: str | None = Field(None, max_length=64)
-    service: str = Field(
+    account: Text = Field(min_length=1, max_length=64, description="The company's account code")
+    subaccount: OptionalText = Field(None, max_length=64)
+    service: Text = Field(
         max_length=16,
         description="voice, sms, fax, api, data or disk; another value is rejected per event",
     )
-    destination: str | None = Field(
+    destination: OptionalText = Field(
         None, max_length=32, description="E.164 number (voice, sms, fax) or ISO 3166 alpha-2 (data)"
     )
     quantity: Decimal = Field(
@@ -60,7 +85,7 @@ class EventIn(Schema):
         le=Decimal(10) ** 15,
         description="voice: seconds; sms, fax, api: count; data, disk: bytes",
     )
-    occurred_at: AwareDatetime
+    occurred_at: Instant
 
 
 class UsageIn(Schema):
@@ -81,10 +106,10 @@ class UsageOut(Schema):
 
 
 class AuthorizeIn(Schema):
-    account: str = Field(min_length=1, max_length=64)
-    subaccount: str | None = Field(None, max_length=64)
-    service: str = Field(max_length=16)
-    destination: str | None = Field(None, max_length=32)
+    account: Text = Field(min_length=1, max_length=64)
+    subaccount: OptionalText = Field(None, max_length=64)
+    service: Text = Field(max_length=16)
+    destination: OptionalText = Field(None, max_length=32)
 
 
 class AuthorizeOut(Schema):
@@ -182,6 +207,8 @@ def authorize(request, body: AuthorizeIn):
     summary="An account's state",
 )
 def account_detail(request, account: str):
+    if "\x00" in account:  # cannot name any account (and PostgreSQL refuses NUL)
+        raise Http404
     company = get_object_or_404(Company, account_code=account)
     return Status(
         200,

@@ -87,6 +87,7 @@ def usage_authorize(
         unit_price=rate.price,
         bundle_left=bundle_left(company, service, digits, now),
         connection_fee=rate.connection_fee,
+        minimum=rate.minimum_seconds,
         first=rate.first_increment,
         increment=rate.next_increment,
     )

@@ -1,12 +1,12 @@
 """Forms of the back-office: staff actions (balance, credits, reversal, blocking, mode),
-tariff import, rates, plans and API keys.
+tariff import, rates, plans and API keys, and adding, ending and running recurring items.
 
 They only check and convert what staff typed; the rules live in the services, whose
 errors the admin shows on the same form.
 """
 
 import uuid
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django import forms
@@ -15,7 +15,16 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, CompanyBlock
 
-from .models import ApiKey, CreditLot, Plan, Rate
+from .models import (
+    ApiKey,
+    CreditLot,
+    PhoneNumber,
+    Plan,
+    Rate,
+    SeatFee,
+    ServiceFee,
+    Subscription,
+)
 from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
 from .services.tariffs import HEADER, destination_clean
 
@@ -319,3 +328,149 @@ class ApiKeyAddForm(forms.ModelForm):
         help_texts = {
             "name": _("What uses the key, e.g. “voice platform (production)”."),
         }
+
+
+# --- Recurring items --------------------------------------------------------------------
+
+
+def billing_instant(day: date, clock: time | None, company: Company) -> datetime:
+    """``day`` at ``clock`` (midnight if None) on the company's billing clock. Periods are
+    anchored there: a start typed in UTC could fall on the day before for a company west
+    of UTC and move every anniversary with it."""
+    return datetime.combine(day, clock or time.min, tzinfo=company.tzinfo)
+
+
+class ServiceAddForm(forms.ModelForm):
+    """The add page of an item created by a service (``billing.admin.recurring.
+    ServiceAddMixin``). When the service refuses, the admin draws the page again with the
+    refusal in ``service_error`` (field or None, message), which this form shows.
+
+    ``start_date`` and ``start_time`` give the instant the item starts, in the company's
+    billing time zone (``cleaned_data["at"]``); both empty: now.
+    """
+
+    service_error: tuple[str | None, str] | None = None
+    money_fields: tuple[str, ...] = ()
+
+    start_date = forms.DateField(
+        label=_("Starts on"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("In the company's billing time zone. Empty: now."),
+    )
+    start_time = forms.TimeField(
+        label=_("at"),
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        help_text=_("Empty: midnight (with a date)."),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        company = cleaned.get("company")
+        day, clock = cleaned.get("start_date"), cleaned.get("start_time")
+        if clock is not None and day is None:
+            self.add_error("start_date", _("Give the day too, or leave both empty for now."))
+        cleaned["at"] = billing_instant(day, clock, company) if day and company else None
+        for name in self.money_fields:
+            money = cleaned.get(name)
+            if money is None:
+                continue
+            try:
+                clean_currency_amount(money.amount, str(money.currency))
+            except forms.ValidationError as error:
+                self.add_error(name, error)
+        if self.service_error is not None:
+            field, message = self.service_error
+            self.add_error(field, message)
+        return cleaned
+
+
+class SubscriptionAddForm(ServiceAddForm):
+    class Meta:
+        model = Subscription
+        fields = ["company", "plan"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["plan"].queryset = Plan.objects.filter(is_active=True)
+        self.fields["start_date"].help_text = _(
+            "In the company's billing time zone. Empty: now. The monthly fee is charged "
+            "from this instant (or from the first use, for a PAYGO plan that starts then), "
+            "every month on the same day."
+        )
+
+
+class PhoneNumberAddForm(ServiceAddForm):
+    money_fields = ("monthly_price",)
+
+    class Meta:
+        model = PhoneNumber
+        fields = ["company", "number", "monthly_price"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["start_date"].label = _("Assigned on")
+
+
+class SeatFeeAddForm(ServiceAddForm):
+    money_fields = ("price_per_seat",)
+
+    class Meta:
+        model = SeatFee
+        fields = ["company", "price_per_seat"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["start_date"].help_text = _(
+            "In the company's billing time zone. Empty: now. A seat fee still running then "
+            "ends at this instant: to change the price without charging both for the same "
+            "days, start the new one on the running fee's next charge."
+        )
+
+
+class ServiceFeeAddForm(ServiceAddForm):
+    money_fields = ("amount",)
+
+    class Meta:
+        model = ServiceFee
+        fields = ["company", "name", "amount", "period"]
+
+
+class RecurringEndForm(forms.Form):
+    """When an item ends (or a number is released), on each company's billing clock."""
+
+    end_date = forms.DateField(
+        label=_("Ends on"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("In each company's billing time zone. Empty: now."),
+    )
+    end_time = forms.TimeField(
+        label=_("at"),
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}),
+        help_text=_("Empty: midnight (with a date)."),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_("Kept in the admin history."),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("end_time") is not None and cleaned.get("end_date") is None:
+            self.add_error("end_date", _("Give the day too, or leave both empty for now."))
+        return cleaned
+
+    def end_at(self, company: Company, now: datetime) -> datetime:
+        day = self.cleaned_data["end_date"]
+        return billing_instant(day, self.cleaned_data["end_time"], company) if day else now
+
+
+class RecurringRunForm(StaffActionForm):
+    def __init__(self, *args, company: Company, **kwargs):
+        super().__init__(*args, company=company, **kwargs)
+        self.fields["reason"].help_text = _("Kept in the admin history.")

@@ -15,9 +15,12 @@ def _local_datetime(day: date, clock: time, tz: ZoneInfo) -> datetime:
     """``day`` at ``clock`` in ``tz``; a wall time skipped by a DST jump moves forward."""
     naive = datetime.combine(day, clock)
     aware = naive.replace(tzinfo=tz)
-    # Round-trip through UTC: a non-existent wall time (spring forward) normalises to the
-    # instant just after the gap.
-    return aware.astimezone(UTC).astimezone(tz)
+    normalised = aware.astimezone(UTC).astimezone(tz)
+    if normalised.replace(tzinfo=None, fold=0) != naive.replace(fold=0):
+        # A wall time skipped by a DST jump: read with fold=0 it lands just after the gap
+        # (an anchor's fold=1, from a repeated hour, would put it an hour before).
+        normalised = naive.replace(fold=0, tzinfo=tz).astimezone(UTC).astimezone(tz)
+    return normalised
 
 
 def _utc(value: datetime) -> datetime:

@@ -118,27 +118,44 @@ def affordable_quantity(
     unit_price: Decimal,
     bundle_left: Decimal = ZERO,
     connection_fee: Decimal = ZERO,
+    minimum: int = 0,
     first: int = 1,
     increment: int = 1,
 ) -> Decimal | None:
-    """The most of ``service`` that ``budget`` (money) and ``bundle_left`` (units) pay for.
+    """The most of ``service`` that ``budget`` (money) and ``bundle_left`` (units) pay for;
+    None when it is unlimited (free at the tariff and the budget covers any fee).
 
-    For voice the answer is in whole billing increments, so a call authorised for that
-    many seconds is never billed above the budget.
+    For voice the answer is a length whose billed seconds (after the minimum duration and
+    the increments) are all paid for, so a call of that length is never billed above the
+    budget.
     """
     bundle_left = max(bundle_left, ZERO)
     budget = max(budget, ZERO)
+    if service != "voice":
+        if unit_price <= 0:
+            return None
+        # Whole messages, pages, calls or bytes.
+        money_units = (budget * PER_UNIT[service] / unit_price).to_integral_value(
+            rounding=ROUND_FLOOR
+        )
+        return bundle_left + money_units
     if unit_price <= 0:
-        return None  # free at the tariff: unlimited
-    if service == "voice":
+        if budget >= connection_fee:
+            return None  # free minutes, and the fee is paid for
+        money_seconds = ZERO  # only what the bundle covers (no fee is due inside it)
+    else:
         money_seconds = ZERO
         if budget > connection_fee:
             money_seconds = (budget - connection_fee) * PER_UNIT["voice"] / unit_price
-        total = bundle_left + money_seconds
-        if total < first:
-            return ZERO
-        steps = ((total - first) / increment).to_integral_value(rounding=ROUND_FLOOR)
-        return Decimal(first) + steps * increment
-    # Whole messages, pages, calls or bytes.
-    money_units = (budget * PER_UNIT[service] / unit_price).to_integral_value(rounding=ROUND_FLOOR)
-    return bundle_left + money_units
+    total = bundle_left + money_seconds
+    if total < first:
+        return ZERO
+    steps = ((total - first) / increment).to_integral_value(rounding=ROUND_FLOOR)
+    seconds = Decimal(first) + steps * increment
+    if seconds < minimum:
+        # Any call shorter than the minimum is billed the minimum: affordable or not at all.
+        shortest = billed_seconds(
+            Decimal(minimum), minimum=minimum, first=first, increment=increment
+        )
+        return shortest if shortest <= total else ZERO
+    return seconds

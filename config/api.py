@@ -6,7 +6,7 @@ nothing of it is processed.
 
 from django.http import Http404
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
 
@@ -23,6 +23,14 @@ api = NinjaAPI(
 )
 
 
+def _field(location) -> str:
+    """``("body", "body", "events", 0, "quantity")`` → ``events.0.quantity``."""
+    parts = [str(part) for part in location]
+    while parts and parts[0] == "body":
+        parts.pop(0)
+    return ".".join(parts) or "body"
+
+
 @api.exception_handler(ValidationError)
 def validation_error(request, exc: ValidationError):
     return api.create_response(
@@ -30,15 +38,25 @@ def validation_error(request, exc: ValidationError):
         {
             "detail": "The request body is not valid; nothing was processed.",
             "errors": [
-                {
-                    "field": ".".join(str(part) for part in error.get("loc", ())),
-                    "message": error.get("msg", ""),
-                }
+                {"field": _field(error.get("loc", ())), "message": error.get("msg", "")}
                 for error in exc.errors
             ],
         },
         status=400,
     )
+
+
+@api.exception_handler(HttpError)
+def http_error(request, exc: HttpError):
+    """django-ninja raises HttpError(400) for a body that is not JSON: answer it in the same
+    shape as a validation error; other HTTP errors keep their status and message."""
+    body = {"detail": str(exc)}
+    if exc.status_code == 400:
+        body = {
+            "detail": "The request body is not valid JSON; nothing was processed.",
+            "errors": [{"field": "body", "message": str(exc)}],
+        }
+    return api.create_response(request, body, status=exc.status_code)
 
 
 @api.exception_handler(AuthenticationError)

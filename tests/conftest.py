@@ -23,3 +23,12 @@ def pytest_collection_modifyitems(config, items):
         )
     for item in needs_postgres:
         item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tariff_cache():
+    """Each test rates with its own tariffs: the per-process index cache starts empty."""
+    from billing.services import rating
+
+    rating._cache.clear()
+    yield

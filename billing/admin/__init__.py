@@ -1,12 +1,14 @@
 """The billing back-office, by sub-domain: ``ledger`` (the books, read-only, and the
-reversal), ``catalog`` (tariffs and rates, plans and bundles, subscriptions) and ``usage``
-(API keys and usage records). ``base`` holds the machinery they share with
-``accounts.admin``: the capped list count, read-only lists and staff-action pages.
+reversal), ``catalog`` (tariffs and rates, plans and bundles, subscriptions), ``recurring``
+(phone numbers, seat and service fees, recurring charges, and the company page's upcoming
+charges and "Run recurring charges now") and ``usage`` (API keys and usage records).
+``base`` holds the machinery they share with ``accounts.admin``: the capped list count,
+read-only lists and staff-action pages.
 
 Nothing here holds a business rule: pages and actions call the services.
 """
 
-from . import catalog, ledger, usage
+from . import catalog, ledger, recurring, usage
 from .base import (
     ActionDone,
     CappedCountPaginator,
@@ -19,11 +21,13 @@ from .base import (
     when,
 )
 from .ledger import CompanyMoneyMixin, CreditLotAdmin, LedgerAccountAdmin, LedgerTransactionAdmin
+from .recurring import CompanyRecurringMixin
 
 __all__ = [
     "ActionDone",
     "CappedCountPaginator",
     "CompanyMoneyMixin",
+    "CompanyRecurringMixin",
     "CreditLotAdmin",
     "LedgerAccountAdmin",
     "LedgerTransactionAdmin",
@@ -34,6 +38,7 @@ __all__ = [
     "html_table",
     "ledger",
     "money_or_unlimited",
+    "recurring",
     "replayed",
     "usage",
     "when",

@@ -1,5 +1,9 @@
 """Back-office for what is sold: tariffs and their rates, plans with bundles, subscriptions.
 
+Subscriptions are ordered and ended only through ``billing.services.recurring`` (the add
+page and the "End" action of ``recurring.ServiceAddMixin`` and ``EndItemsMixin``), which
+keep their fee schedule right.
+
 Rates change only through ``billing.services.tariffs`` (the CSV import, or one rate saved or
 deleted here), which bumps the tariff's version so that rating sees the change at its next
 event. A tariff's rates are never shown inline (a tariff may have tens of thousands): its
@@ -18,16 +22,23 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, ngettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company
 
-from ..exceptions import TariffImportError
-from ..forms import PlanAdminForm, RateAdminForm, TariffImportForm
+from ..exceptions import InvalidAmount, TariffImportError
+from ..forms import PlanAdminForm, RateAdminForm, SubscriptionAddForm, TariffImportForm
 from ..models import Bundle, BundleCounter, Plan, Rate, Subscription, Tariff
-from ..services import tariffs
+from ..services import recurring, tariffs
 from .base import ActionDone, CappedCountPaginator, ReadOnlyAdmin, StaffActionMixin
+from .recurring import (
+    RECURRING_CHANGE_FORM,
+    EndItemsMixin,
+    LocalTimesMixin,
+    ServiceAddMixin,
+    billing_time,
+)
 
 
 def _count_of(queryset, field: str) -> Coalesce:
@@ -262,15 +273,75 @@ class PlanAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ["company", "plan", "started_at", "ended_at", "created_at"]
-    list_filter = ["plan"]
+class SubscriptionAdmin(LocalTimesMixin, ServiceAddMixin, EndItemsMixin, admin.ModelAdmin):
+    """Ordered through ``subscription_order`` (which sets when the monthly fee starts) and
+    ended through ``subscription_end``; the plan and start are fixed once ordered: a change
+    of plan is a new subscription and the end of the old one."""
+
+    list_display = [
+        "company",
+        "plan",
+        "started_display",
+        "ended_display",
+        "fee_anchor_display",
+        "next_charge_display",
+        "created_at",
+    ]
+    list_filter = ["plan", ("ended_at", admin.EmptyFieldListFilter)]
     search_fields = ["=company__account_code", "company__name", "plan__name"]
     list_select_related = ["company", "plan"]
-    autocomplete_fields = ["company", "plan"]
-    # Only what staff decide; the fee schedule of a subscription is the recurring service's.
-    fields = ["company", "plan", "started_at", "ended_at", "created_at"]
-    readonly_fields = ["created_at"]
+    autocomplete_fields = ["company"]
+    change_form_template = RECURRING_CHANGE_FORM
+    actions = ["end_selected"]
+
+    add_form = SubscriptionAddForm
+    add_fields = ["company", "plan", "start_date", "start_time"]
+    service_error_fields = {InvalidAmount: "plan"}
+    fields = [
+        "company",
+        "plan",
+        "started_display",
+        "ended_display",
+        "fee_anchor_display",
+        "next_charge_display",
+        "created_at",
+    ]
+    readonly_fields = [
+        "started_display",
+        "ended_display",
+        "fee_anchor_display",
+        "next_charge_display",
+        "created_at",
+    ]
+
+    end_title = _("End subscriptions")
+    end_effect = _(
+        "No monthly period starting at or after the end is charged; periods already charged "
+        "stay charged (no proration), and one that started before the end and is not "
+        "charged yet is charged at the next run. The subscription's bundles end with it."
+    )
+    end_done = ngettext_lazy(
+        "%(count)d subscription ended", "%(count)d subscriptions ended", "count"
+    )
+
+    def service_create(self, request, data):
+        return recurring.subscription_order(
+            company=data["company"], plan=data["plan"], at=data["at"]
+        )
+
+    def end_item(self, obj, at):
+        recurring.subscription_end(subscription=obj, at=at)
+
+    @admin.action(description=_("End selected subscriptions"), permissions=["end"])
+    def end_selected(self, request, queryset):
+        items = list(queryset.select_related("company", "plan"))
+        return self.end_items_response(request, items, action="end_selected")
+
+    @admin.display(description=_("monthly fee from"), ordering="fee_anchor_at")
+    def fee_anchor_display(self, obj):
+        if obj.fee_anchor_at is None:
+            return gettext("its first use") if obj.ended_at is None else ""
+        return billing_time(obj.fee_anchor_at, obj.company)
 
 
 @admin.register(BundleCounter)

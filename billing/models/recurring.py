@@ -146,6 +146,7 @@ class RecurringCharge(models.Model):
         verbose_name = _("recurring charge")
         verbose_name_plural = _("recurring charges")
         ordering = ["-period_start", "item_key"]
+        permissions = [("run_recurring", _("Can run recurring charges now"))]
         constraints = [
             models.UniqueConstraint(
                 fields=["item_key", "period_index"], name="recurring_charge_once_per_period"

@@ -125,16 +125,21 @@ class TariffIndex:
         )
 
 
-_cache: dict[int, tuple[int, TariffIndex]] = {}
+_cache: dict[int, tuple[tuple, TariffIndex]] = {}
 _cache_lock = threading.Lock()
 
 
 def tariff_index(tariff: Tariff) -> TariffIndex:
-    """The tariff's index, rebuilt when its version changed since it was cached."""
+    """The tariff's index, rebuilt when its version changed since it was cached.
+
+    The creation instant is part of the identity: SQLite can give a deleted tariff's id to
+    a new one, which starts at version 1 again.
+    """
+    identity = (tariff.version, tariff.created_at)
     cached = _cache.get(tariff.pk)
-    if cached and cached[0] == tariff.version:
+    if cached and cached[0] == identity:
         return cached[1]
     index = TariffIndex(Rate.objects.filter(tariff=tariff).iterator(chunk_size=5000))
     with _cache_lock:
-        _cache[tariff.pk] = (tariff.version, index)
+        _cache[tariff.pk] = (identity, index)
     return index

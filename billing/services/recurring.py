@@ -27,8 +27,9 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_company
 
-from ..exceptions import InvalidAmount, NumberInUse
+from ..exceptions import BillingError, InvalidAmount, NumberInUse
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
+from ..money import quantize_amount
 from ..periods import calendar_day, monthly_period, weekly_period
 from . import ledger
 
@@ -382,3 +383,100 @@ def phone_number_release(*, phone_number: PhoneNumber, at: datetime | None = Non
         phone_number.next_charge_at = None
     phone_number.save(update_fields=["released_at", "next_charge_at"])
     return phone_number
+
+
+# --- Seat and service fees ------------------------------------------------------------------
+
+
+def _check_fee_amount(company: Company, amount: Money, what: str) -> None:
+    """A fee is more than zero, in the company's currency, and whole minor units of it."""
+    if str(amount.currency) != company.currency:
+        raise InvalidAmount(
+            f"The {what} is in {amount.currency}; {company.name} is billed in {company.currency}."
+        )
+    if amount.amount <= 0:
+        raise InvalidAmount(f"The {what} must be more than zero.")
+    if quantize_amount(amount.amount, company.currency) != amount.amount:
+        raise InvalidAmount(f"The {what} has more decimals than {company.currency} allows.")
+
+
+def _end_fee(fee: SeatFee | ServiceFee, at: datetime) -> SeatFee | ServiceFee:
+    """End ``fee`` at ``at`` under the company lock, from its row as committed (a run may
+    have moved its pointer since the caller read it)."""
+    lock_company(fee.company_id)
+    fee.refresh_from_db(fields=["started_at", "ended_at", "next_charge_at"])
+    if at <= fee.started_at:
+        raise BillingError(
+            f"A fee cannot end before it starts ({fee.started_at.isoformat()}); choose a later end."
+        )
+    if fee.ended_at is not None and fee.ended_at <= at:
+        return fee  # it ends by then already
+    fee.ended_at = at
+    if fee.next_charge_at and fee.next_charge_at >= at:
+        fee.next_charge_at = None
+    fee.save(update_fields=["ended_at", "next_charge_at"])
+    return fee
+
+
+@transaction.atomic
+def seat_fee_set(*, company: Company, price_per_seat: Money, at: datetime | None = None) -> SeatFee:
+    """Charge ``price_per_seat`` per active subaccount monthly from ``at``: the first period
+    is due at ``at``, then on each monthly anniversary.
+
+    One seat price at a time: a seat fee of the company still running at ``at`` ends at
+    ``at`` (``seat_fee_end``). Periods are not prorated, so a price change set mid-period
+    charges both fees for the overlap; set it at the running fee's next charge to avoid it.
+    Locks the company row. Raises ``InvalidAmount`` (not more than zero, another currency,
+    more decimals than the currency has) and ``BillingError`` (a seat fee of the company
+    starts at or after ``at``: end or replace that one instead).
+    """
+    at = at or timezone.now()
+    _check_fee_amount(company, price_per_seat, "price per seat")
+    lock_company(company.pk)
+    running = SeatFee.objects.filter(company=company).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=at)
+    )
+    for fee in running.order_by("started_at", "pk"):
+        if fee.started_at >= at:
+            raise BillingError(
+                f"A seat fee of {company.name} starts {fee.started_at.isoformat()}, not before "
+                "the new one; end it first."
+            )
+        _end_fee(fee, at)
+    return SeatFee.objects.create(
+        company=company, price_per_seat=price_per_seat, started_at=at, next_charge_at=at
+    )
+
+
+@transaction.atomic
+def seat_fee_end(*, seat_fee: SeatFee, at: datetime | None = None) -> SeatFee:
+    """End a seat fee: no period starting at or after ``at`` is charged; periods already
+    charged stay charged (no proration). Ending again later than its end changes nothing;
+    earlier moves the end. Locks the company row. Raises ``BillingError`` if ``at`` is not
+    after the fee's start."""
+    return _end_fee(seat_fee, at or timezone.now())
+
+
+@transaction.atomic
+def service_fee_add(
+    *, company: Company, name: str, amount: Money, period: str, at: datetime | None = None
+) -> ServiceFee:
+    """Charge ``amount`` for ``name`` every ``period`` (monthly or weekly) from ``at``: the
+    first period is due at ``at``. Raises ``InvalidAmount`` (not more than zero, another
+    currency, more decimals than the currency has); an unknown period is a ``ValueError``."""
+    at = at or timezone.now()
+    _check_fee_amount(company, amount, "amount")
+    return ServiceFee.objects.create(
+        company=company,
+        name=name,
+        amount=amount,
+        period=ServiceFee.Period(period),
+        started_at=at,
+        next_charge_at=at,
+    )
+
+
+@transaction.atomic
+def service_fee_end(*, service_fee: ServiceFee, at: datetime | None = None) -> ServiceFee:
+    """End a service fee, as ``seat_fee_end`` ends a seat fee (same guarantees and errors)."""
+    return _end_fee(service_fee, at or timezone.now())

@@ -34,6 +34,8 @@ from .recurring import subscription_first_use
 ZERO = Decimal(0)
 # Events stamped further ahead than this are refused: a clock that wrong is a bug upstream.
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# No single event costs this much (10^12 of any currency); the ledger's columns hold 10^15.
+MAX_EVENT_AMOUNT = Decimal(10) ** 12
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def usage_ingest(
                 error = (rating_error.code, str(rating_error))
         if error is not None:
             outcomes[index] = _reject(event, error)
-            rejected.append(_record(api_key, event, company, subaccounts, now, error=error))
+            rejected.append(
+                (index, _record(api_key, event, company, subaccounts, now, error=error))
+            )
             continue
         by_company[company.pk].append(index)
 
@@ -119,9 +123,17 @@ def usage_ingest(
         for index, outcome in company_outcomes.items():
             outcomes[index] = outcome
 
-    if rejected:
-        # A concurrent replay may have recorded the same refusal: keep the first.
-        UsageRecord.objects.bulk_create(rejected, ignore_conflicts=True)
+    for index, record in rejected:
+        # Refusals found before any lock: a concurrent replay may have recorded the same id
+        # first, and then this one is its duplicate. (Each in a savepoint; refusals are few.)
+        try:
+            with transaction.atomic():
+                record.save(force_insert=True)
+        except IntegrityError:
+            first = _records_by_event_id(api_key, [record.event_id]).get(record.event_id)
+            if first is None:
+                raise
+            outcomes[index] = _duplicate(events[index], first)
     for index, event in enumerate(events):
         if outcomes[index] is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
@@ -177,9 +189,14 @@ def _precheck(event, company, subaccounts, now) -> tuple[str, str] | None:
 
 
 def _ingest_company(*, api_key, company, events, subaccounts, now) -> dict[int, UsageOutcome]:
-    """One company's events under its row lock; retried once if a concurrent batch of
-    another company charged one of the same event ids in between."""
-    for attempt in range(2):
+    """One company's events under its row lock.
+
+    Event ids are unique per key across companies, and a concurrent batch for another
+    company may record one of the same ids between our check and our insert: then the
+    whole company batch rolls back and runs again, and the check sees that id. Each retry
+    sees at least one more committed id, so this ends.
+    """
+    for attempt in range(len(events) + 1):
         try:
             with transaction.atomic():
                 return _ingest_company_locked(
@@ -190,7 +207,7 @@ def _ingest_company(*, api_key, company, events, subaccounts, now) -> dict[int, 
                     now=now,
                 )
         except IntegrityError:
-            if attempt:
+            if attempt == len(events):
                 raise
     raise AssertionError("unreachable")
 
@@ -239,6 +256,11 @@ def _ingest_company_locked(
             first=rate.first_increment,
             increment=rate.next_increment,
         )
+        if price.amount > MAX_EVENT_AMOUNT:
+            error = ("amount_too_large", "The charge of this event is too large to be real.")
+            outcomes[position] = _reject(event, error)
+            records.append(_record(api_key, event, company, subaccounts, now, error=error))
+            continue
         first_counter = bundles.draw(covering, price.bundle_quantity)
         taken, shortfall, balance = batch.charge(price.amount, event.service)
         charged_ids.append(event.id)
@@ -275,7 +297,8 @@ def _ingest_company_locked(
             record.transaction = ledger_transaction
     bundles.save()
     bundles.start_first_use_fees(records)
-    UsageRecord.objects.bulk_create(records)
+    # In event id order, so two batches inserting overlapping ids wait rather than deadlock.
+    UsageRecord.objects.bulk_create(sorted(records, key=lambda record: record.event_id))
     return outcomes
 
 
