@@ -13,8 +13,18 @@ from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
 
-from .models import ApiKey, Bundle, Plan, Rate, Subscription, Tariff, api_key_hash
-from .services import ledger
+from .models import (
+    ApiKey,
+    Bundle,
+    PhoneNumber,
+    Plan,
+    Rate,
+    SeatFee,
+    Subscription,
+    Tariff,
+    api_key_hash,
+)
+from .services import ledger, recurring
 from .services.usage import UsageEvent, usage_ingest
 
 # Demo only: a fixed key so the README can show API calls. Never run seed_demo in production.
@@ -189,11 +199,29 @@ def seed_billing(now: datetime) -> str:
     for code, tariff in [("acme-prepaid", jpy), ("kumo-postpaid", jpy), ("globex-usd", usd)]:
         Company.objects.filter(pk=companies[code].pk, tariff=None).update(tariff=tariff)
         companies[code].refresh_from_db()
+    ordered = start + timedelta(days=3)
     for code in ("acme-prepaid", "kumo-postpaid"):
-        Subscription.objects.get_or_create(
-            company=companies[code],
-            plan=business,
-            defaults={"started_at": start + timedelta(days=3)},
+        if not Subscription.objects.filter(company=companies[code], plan=business).exists():
+            recurring.subscription_order(company=companies[code], plan=business, at=ordered)
+    for code, number, price in [
+        ("acme-prepaid", "+81 50 3000 0001", 300),
+        ("kumo-postpaid", "+81 50 3000 0101", 300),
+        ("kumo-postpaid", "+81 50 3000 0102", 300),
+        ("kumo-postpaid", "+81 3 4500 0100", 500),
+    ]:
+        if not PhoneNumber.objects.filter(number=number, released_at=None).exists():
+            recurring.phone_number_assign(
+                company=companies[code],
+                number=number,
+                monthly_price=Money(price, "JPY"),
+                at=ordered,
+            )
+    if not SeatFee.objects.filter(company=companies["kumo-postpaid"]).exists():
+        SeatFee.objects.create(
+            company=companies["kumo-postpaid"],
+            price_per_seat=Money(200, "JPY"),
+            started_at=ordered,
+            next_charge_at=ordered,
         )
 
     grants = {
@@ -225,6 +253,9 @@ def seed_billing(now: datetime) -> str:
             ledger.credits_expire(company=company, now=day)
             events = _day_events(company, day + timedelta(hours=1), seats[code])
             usage_ingest(api_key=key, events=events, now=day + timedelta(hours=12))
+            recurring.recurring_charge_company(
+                company=company, as_of=day + timedelta(hours=12), now=day + timedelta(hours=12)
+            )
     for company in companies.values():
         ledger.credits_expire(company=company, now=now)
     return DEMO_API_KEY

@@ -40,7 +40,7 @@ from ..forms import (
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee
 from ..services import recurring
 from .base import ActionDone, ReadOnlyAdmin, StaffActionMixin, company_summary, html_table
-from .recurring_upcoming import UpcomingCharge, upcoming_charges
+from .recurring_upcoming import UPCOMING_SHOWN, UpcomingCharge, upcoming_charges
 
 
 def billing_time(value: datetime | None, company: Company) -> str:
@@ -525,6 +525,7 @@ class CompanyRecurringMixin:
     to its items, and the staff action "Run recurring charges now"."""
 
     recurring_fields = ["upcoming_charges_table", "recurring_items_links"]
+    upcoming_shown = UPCOMING_SHOWN
     ITEM_LISTS = [
         ("subscription", _("Subscriptions")),
         ("phonenumber", _("Phone numbers (DIDs)")),
@@ -542,7 +543,7 @@ class CompanyRecurringMixin:
     @admin.display(description=_("upcoming charges"))
     def upcoming_charges_table(self, obj):
         now = timezone.now()
-        upcoming, more = upcoming_charges(obj, now)
+        upcoming, more = upcoming_charges(obj, now, self.upcoming_shown)
         rows = [
             (
                 format_html(

@@ -217,6 +217,9 @@ def recurring_charge_company(
             item_key__in={charge.item_key for charge in due}
         ).values_list("item_key", "period_index")
     )
+    # The pointers move past every due period, also those a previous run recorded but
+    # whose pointer update was lost; only the new ones are charged.
+    all_due = due
     due = [charge for charge in due if (charge.item_key, charge.period_index) not in already]
     to_post = [charge for charge in due if charge.amount.amount > 0]
     results = ledger.company_charge_many(
@@ -255,7 +258,7 @@ def recurring_charge_company(
         )
         for charge in due
     )
-    _advance_pointers(due)
+    _advance_pointers(all_due)
     return records
 
 
@@ -342,13 +345,19 @@ def subscription_first_use(*, subscription: Subscription, at: datetime) -> None:
 
 @transaction.atomic
 def subscription_end(*, subscription: Subscription, at: datetime | None = None) -> Subscription:
-    """End a subscription: no period starting at or after ``at`` is charged."""
+    """End a subscription: no period starting at or after ``at`` is charged.
+
+    Locks the company, then re-reads the subscription, so a charge run in between is
+    neither undone nor repeated.
+    """
     at = at or timezone.now()
-    subscription.ended_at = at
-    if subscription.next_charge_at and subscription.next_charge_at >= at:
-        subscription.next_charge_at = None
-    subscription.save(update_fields=["ended_at", "next_charge_at"])
-    return subscription
+    lock_company(subscription.company_id)
+    fresh = Subscription.objects.get(pk=subscription.pk)
+    fresh.ended_at = at
+    if fresh.next_charge_at and fresh.next_charge_at >= at:
+        fresh.next_charge_at = None
+    fresh.save(update_fields=["ended_at", "next_charge_at"])
+    return fresh
 
 
 @transaction.atomic
@@ -377,12 +386,16 @@ def phone_number_assign(
 
 @transaction.atomic
 def phone_number_release(*, phone_number: PhoneNumber, at: datetime | None = None) -> PhoneNumber:
+    """Release a DID: no period starting at or after ``at`` is charged. Locks the company and
+    re-reads the number (see ``subscription_end``)."""
     at = at or timezone.now()
-    phone_number.released_at = at
-    if phone_number.next_charge_at and phone_number.next_charge_at >= at:
-        phone_number.next_charge_at = None
-    phone_number.save(update_fields=["released_at", "next_charge_at"])
-    return phone_number
+    lock_company(phone_number.company_id)
+    fresh = PhoneNumber.objects.get(pk=phone_number.pk)
+    fresh.released_at = at
+    if fresh.next_charge_at and fresh.next_charge_at >= at:
+        fresh.next_charge_at = None
+    fresh.save(update_fields=["released_at", "next_charge_at"])
+    return fresh
 
 
 # --- Seat and service fees ------------------------------------------------------------------

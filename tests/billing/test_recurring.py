@@ -226,3 +226,19 @@ def test_a_number_held_by_another_company_cannot_be_assigned(postpaid):
         recurring.phone_number_assign(
             company=other, number="+81 50 9999 0000", monthly_price=jpy(1)
         )
+
+
+def test_releasing_with_a_stale_copy_does_not_rewind_the_schedule(postpaid):
+    start = datetime(2026, 1, 10, tzinfo=TOKYO)
+    stale = recurring.phone_number_assign(
+        company=postpaid, number="+81 3 5555 0000", monthly_price=jpy(5), at=start
+    )
+    recurring.recurring_charge_company(company=postpaid, as_of=datetime(2026, 3, 10, tzinfo=TOKYO))
+    released = recurring.phone_number_release(
+        phone_number=stale, at=datetime(2026, 5, 1, tzinfo=TOKYO)
+    )
+    assert released.next_charge_at == datetime(2026, 4, 10, tzinfo=TOKYO)
+    recurring.recurring_charge_company(company=postpaid, as_of=datetime(2026, 12, 1, tzinfo=TOKYO))
+    assert starts(postpaid, "did") == ["2026-01-10", "2026-02-10", "2026-03-10", "2026-04-10"]
+    released.refresh_from_db()
+    assert released.next_charge_at is None
