@@ -46,7 +46,7 @@ def monthly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[dateti
     ``anchor``. ``at`` before the anchor belongs to no period (ValueError)."""
     if _utc(at) < _utc(anchor):
         raise ValueError("The instant is before the start of the first period.")
-    anchor_local = anchor.astimezone(tz)
+    anchor_local = _utc(anchor).astimezone(tz)  # a real instant, even for a gap wall time
     at_local = at.astimezone(tz)
     months = (at_local.year - anchor_local.year) * 12 + (at_local.month - anchor_local.month)
     # The guess is right or one too far (at falls before this month's anniversary).
@@ -78,7 +78,7 @@ def weekly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[datetim
     """Seven-day periods from ``anchor`` in local wall time (a DST week is 167 or 169 h)."""
     if _utc(at) < _utc(anchor):
         raise ValueError("The instant is before the start of the first period.")
-    anchor_local = anchor.astimezone(tz)
+    anchor_local = _utc(anchor).astimezone(tz)  # a real instant, even for a gap wall time
     weeks = (at.astimezone(tz).date() - anchor_local.date()).days // 7
     clock = anchor_local.timetz().replace(tzinfo=None)
 

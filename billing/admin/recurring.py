@@ -549,11 +549,11 @@ class CompanyRecurringMixin:
                 format_html(
                     '<a href="{}">{}</a>',
                     reverse(f"admin:billing_{line.model_name}_change", args=[line.pk]),
-                    self._item_label(line),
+                    self._upcoming_item(line),
                 ),
-                self._next_cell(line, obj, now),
-                self._amount_cell(line),
-                self._detail_cell(line, obj),
+                self._upcoming_next(line, obj, now),
+                self._upcoming_amount(line),
+                self._upcoming_detail(line, obj),
             )
             for line in upcoming
         ]
@@ -577,7 +577,7 @@ class CompanyRecurringMixin:
         return table
 
     @staticmethod
-    def _item_label(line: UpcomingCharge) -> str:
+    def _upcoming_item(line: UpcomingCharge) -> str:
         item = RecurringCharge.Item(line.item)
         if line.item == RecurringCharge.Item.PLAN_FEE:
             return gettext("Plan %(name)s") % {"name": line.label}
@@ -589,7 +589,7 @@ class CompanyRecurringMixin:
         return item.label
 
     @staticmethod
-    def _next_cell(line: UpcomingCharge, company: Company, now: datetime) -> str:
+    def _upcoming_next(line: UpcomingCharge, company: Company, now: datetime) -> str:
         if line.next_charge_at is None:
             if line.awaiting_first_use:
                 return gettext("at its first use")
@@ -600,13 +600,13 @@ class CompanyRecurringMixin:
         return when
 
     @staticmethod
-    def _amount_cell(line: UpcomingCharge) -> str:
+    def _upcoming_amount(line: UpcomingCharge) -> str:
         if line.next_charge_at is None and not line.awaiting_first_use:
             return ""
         return str(line.amount)
 
     @staticmethod
-    def _detail_cell(line: UpcomingCharge, company: Company) -> str:
+    def _upcoming_detail(line: UpcomingCharge, company: Company) -> str:
         parts = []
         if line.seats is not None:
             parts.append(

@@ -420,7 +420,7 @@ def _end_fee(fee: SeatFee | ServiceFee, at: datetime) -> SeatFee | ServiceFee:
     fee.refresh_from_db(fields=["started_at", "ended_at", "next_charge_at"])
     if at <= fee.started_at:
         raise BillingError(
-            f"A fee cannot end before it starts ({fee.started_at.isoformat()}); choose a later end."
+            f"A fee must end after it starts ({fee.started_at.isoformat()}); choose a later end."
         )
     if fee.ended_at is not None and fee.ended_at <= at:
         return fee  # it ends by then already
@@ -441,7 +441,7 @@ def seat_fee_set(*, company: Company, price_per_seat: Money, at: datetime | None
     charges both fees for the overlap; set it at the running fee's next charge to avoid it.
     Locks the company row. Raises ``InvalidAmount`` (not more than zero, another currency,
     more decimals than the currency has) and ``BillingError`` (a seat fee of the company
-    starts at or after ``at``: end or replace that one instead).
+    starts at or after ``at``: end that one first).
     """
     at = at or timezone.now()
     _check_fee_amount(company, price_per_seat, "price per seat")

@@ -426,8 +426,8 @@ def test_subscription_form_finds_companies_by_autocomplete(admin_client):
     assert set(response.context["adminform"].form.fields) == {
         "company",
         "plan",
-        "started_at",
-        "ended_at",
+        "start_date",
+        "start_time",
     }
 
 

@@ -148,7 +148,7 @@ def test_ending_reads_the_fee_as_committed_not_as_the_caller_read_it(company):
 
 def test_a_fee_cannot_end_before_it_starts_and_ending_again_later_changes_nothing(company):
     fee = recurring.seat_fee_set(company=company, price_per_seat=jpy(500), at=START)
-    with pytest.raises(BillingError, match="cannot end before it starts"):
+    with pytest.raises(BillingError, match="must end after it starts"):
         recurring.seat_fee_end(seat_fee=fee, at=START)
     end = datetime(2027, 1, 1, tzinfo=TOKYO)
     recurring.seat_fee_end(seat_fee=fee, at=end)
@@ -228,3 +228,39 @@ def test_ending_a_service_fee_clears_its_next_charge_at_or_after_the_end(company
     later = datetime(2027, 6, 1, tzinfo=TOKYO)
     recurring.recurring_charge_company(company=company, as_of=later, now=later)
     assert charged(fee) == ["2026-11-01"]
+
+
+# --- Races (PostgreSQL) ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_seat_prices_set_at_once_leave_one_seat_fee():
+    import threading
+
+    from django.db import connection
+
+    company = CompanyFactory(mode=Company.Mode.POSTPAID, billing_timezone="Asia/Tokyo")
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def set_price(price):
+        try:
+            barrier.wait()
+            recurring.seat_fee_set(company=company, price_per_seat=jpy(price), at=START)
+            outcomes.append("set")
+        except BillingError as error:
+            outcomes.append(str(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=set_price, args=(price,)) for price in (500, 700)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # The company lock makes the second wait, then see the first fee starting at the same
+    # instant: seats are never charged twice for one period.
+    assert sorted(outcomes)[1] == "set" and "end it first" in sorted(outcomes)[0]
+    assert SeatFee.objects.filter(company=company).count() == 1
