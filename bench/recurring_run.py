@@ -387,9 +387,9 @@ def _setup(sizes: Sizes, instant: datetime) -> tuple[list[int], list[int], str]:
         model.objects.bulk_create(rows, batch_size=2000)
     # A live database has planner statistics. Without them, each company's item queries
     # would also scan the next_charge_at index over every due row until autovacuum analyses
-    # the new rows, partway through the run. Only the tables written here: statistics
-    # taken of the still empty ledger tables would make the balance trigger's queries scan
-    # them whole at every COMMIT as they grow.
+    # the new rows, partway through the run. Only the tables written here: with statistics
+    # of the still empty ledger tables, the balance trigger keeps plans made for empty
+    # tables, and COMMIT gets slower as they grow (2 ms to 26 ms within 1,000 companies).
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {', '.join(model._meta.db_table for model, _ in written)}")
     ids = [company.pk for company in companies]

@@ -69,12 +69,13 @@ def test_make_run_serves_admin_and_portal_then_stops_on_ctrl_c(tmp_path):
         assert "ready" in output and "beat: Starting" in output, output[-3000:]
         assert "alice" in output  # the demo logins were printed
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                raise
         log.close()
     # Everything stopped: nothing listens on the port any more.
     with socket.socket() as sock:
