@@ -1,15 +1,17 @@
-"""Recurring charges on PostgreSQL: the daily run of ``billing.services.recurring`` over many
-companies whose plan fees, DIDs and service or seat fees are all due at once.
+"""Recurring charges on PostgreSQL: the daily run over many companies, every item due at once.
+
+How long ``billing.services.recurring`` takes to charge companies whose plan fees, DIDs and
+service or seat fees all fall due at the same instant, and to find nothing due afterwards.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/recurring_run.py
 
 The run takes the server named by DATABASE_URL, drops and recreates the database
 ``tollgate_bench_recurring`` there, migrates it and writes in bulk (setup is not measured)
-10,000 postpaid companies, half billed in UTC and half in Asia/Tokyo, each with five
-recurring items that start at the run instant: a subscription to a plan with a monthly fee,
-three DIDs, and a monthly service fee or a seat fee. The rows hold what the services would
-write (``subscription_order``, ``phone_number_assign``; the admin for the fees):
-``next_charge_at`` is the start. It measures:
+10,000 postpaid companies (``--companies``), half billed in UTC and half in Asia/Tokyo,
+each with five recurring items that start at the run instant: a subscription to a plan with
+a monthly fee, three DIDs, and a monthly service fee or a seat fee. The rows hold what the
+services would write (``subscription_order``, ``phone_number_assign``; the admin for the
+fees): ``next_charge_at`` is the start. It measures:
 
 (1) the daily run: ``companies_with_charges_due`` finds the companies (the beat task's
     fan-out) and worker processes, each with its own connection, charge them with

@@ -913,7 +913,9 @@ def _print_server_errors(log_path: Path, lines: int = 8) -> None:
         return
     last = text[text.rindex("Traceback") :].splitlines()
     last = [line for line in last if not line.startswith("[")]  # gunicorn's own lines
-    print(f"    the server logged {text.count('Traceback')} error(s); the end of the last:")
+    # Django logs each 500 once, with a chained traceback (psycopg's error, then Django's).
+    errors = text.count("Internal Server Error")
+    print(f"    the server logged {errors} error(s); the end of the last traceback:")
     for line in last[-lines:]:
         print(f"    | {line}")
 

@@ -90,7 +90,9 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_killed_mid_run_and_restarted_leaves_one_charge_per_period(tmp_path):
+def test_worker_killed_mid_run_and_restarted_leaves_one_charge_per_period(tmp_path, monkeypatch):
+    # Celery prefers this variable to the URL an app is given: point it at the test's Redis.
+    monkeypatch.setenv("CELERY_BROKER_URL", REDIS_URL)
     if not _redis_available():
         if os.environ.get("TOLLGATE_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"Redis is required at {REDIS_URL}")
