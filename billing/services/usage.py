@@ -369,10 +369,13 @@ class _Bundles:
         )
         self.counters: dict[tuple[int, int, datetime], _Counter] = {}
         if self.subscriptions:
+            # Lock only the counters (of=self): the joined Bundle rows are shared by every
+            # company on the plan, and locking them too deadlocks concurrent batches.
             for row in (
-                BundleCounter.objects.select_for_update()
+                BundleCounter.objects.select_for_update(of=("self",))
                 .select_related("bundle")
                 .filter(subscription__in=self.subscriptions, period_end__gt=min(instants))
+                .order_by("pk")
             ):
                 self.counters[(row.subscription_id, row.bundle_id, row.period_start)] = _Counter(
                     row
@@ -397,7 +400,7 @@ class _Bundles:
                     )
                     row.bundle = bundle
                     self.counters[key] = _Counter(
-                        BundleCounter.objects.select_for_update()
+                        BundleCounter.objects.select_for_update(of=("self",))
                         .select_related("bundle")
                         .get(pk=row.pk)
                     )
