@@ -10,8 +10,8 @@ The run takes the server named by DATABASE_URL, drops and recreates the database
 10,000 postpaid companies (``--companies``), half billed in UTC and half in Asia/Tokyo,
 each with five recurring items that start at the run instant: a subscription to a plan with
 a monthly fee, three DIDs, and a monthly service fee or a seat fee. The rows hold what the
-services would write (``subscription_order``, ``phone_number_assign``; the admin for the
-fees): ``next_charge_at`` is the start. It measures:
+services would write (``subscription_order``, ``phone_number_assign``, ``service_fee_add``,
+``seat_fee_set``): ``next_charge_at`` is the start. It measures:
 
 (1) the daily run: ``companies_with_charges_due`` finds the companies (the beat task's
     fan-out) and worker processes, each with its own connection, charge them with
@@ -293,9 +293,9 @@ def _setup(sizes: Sizes, instant: datetime) -> tuple[list[int], list[int], str]:
 
     Rows are written with ``bulk_create`` for speed, holding what the services write: a
     company as ``company_create`` leaves it (no ledger account yet: the first charge opens
-    it), a subscription as ``subscription_order`` and a DID as ``phone_number_assign``
-    leave them, and fees as the admin saves them, every item starting at ``instant``. Then
-    the tables written are analysed, as a live database's would be.
+    it), and each item as ``subscription_order``, ``phone_number_assign``,
+    ``service_fee_add`` or ``seat_fee_set`` leaves it, starting at ``instant``. Then the
+    tables written are analysed, as a live database's would be.
     """
     from django.db import connection
     from djmoney.money import Money
@@ -470,8 +470,9 @@ def _statement_shape(sql: str) -> str:
 
 def _connection_cost() -> str:
     """How long Django takes to open a database connection and run a first query. Celery's
-    Django fixup closes the connections before and after every task unless a pool or
-    persistent connections are set up, so each ``recurring_charge_one`` would pay this."""
+    Django fixup closes every connection before and after each task (``CONN_MAX_AGE`` does
+    not stop it; ``CELERY_DB_REUSE_MAX`` or a pool does), so each ``recurring_charge_one``
+    would pay this on top of what the workers here measure."""
     from django.db import connection
 
     from accounts.models import Company
