@@ -36,9 +36,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+from _pgserver import conninfo, postgres_config, server_connection, with_database  # noqa: E402
+
 BENCH_DB = "tollgate_bench"
 CURRENCY = "JPY"
 REVENUE = "voice"
@@ -74,7 +75,7 @@ class Job:
     batches: int
     batch: int
     now: datetime
-    conninfo: dict
+    db_conninfo: dict
     server_local: bool  # the server runs here, so its backends' CPU time can be read
 
 
@@ -124,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = replace(sizes, **overrides)
 
     url = os.environ.get("DATABASE_URL", "")
-    server = _postgres_config(url)
+    server = postgres_config(url)
     if server is None:
         print("ledger_post: needs PostgreSQL; set DATABASE_URL=postgres://user@host:port/db")
         return 2
 
     server_info, trigger_timing = _recreate_database(server)
-    os.environ["DATABASE_URL"] = _with_database(url, BENCH_DB)
+    os.environ["DATABASE_URL"] = with_database(url, BENCH_DB)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     # Production runs without DEBUG; with it every query is also formatted and kept.
     os.environ.setdefault("DJANGO_DEBUG", "false")
@@ -168,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     probe = _probe_queries(hot_id, sizes.hot_batch, now)
     for line in probe:
         print(line)
-    conninfo = _conninfo(settings.DATABASES["default"])
+    db_conninfo = conninfo(settings.DATABASES["default"])
     connections.close_all()  # the workers are forked: none may inherit an open connection
 
-    monitor = _Monitor(conninfo, enabled=trigger_timing)
+    monitor = _Monitor(db_conninfo, enabled=trigger_timing)
     figures: list[Figure] = []
     spread = f"(a) spread: {sizes.companies} companies, batch {sizes.batch}"
     hot = f"(b) hot company, batch {sizes.hot_batch}"
@@ -201,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 batches=batches,
                 batch=batch,
                 now=now,
-                conninfo=conninfo,
-                server_local=_is_local(conninfo),
+                db_conninfo=db_conninfo,
+                server_local=_is_local(db_conninfo),
             )
             for part in parts
         ]
@@ -262,57 +263,12 @@ def _partition(ids: list[int], parts: int) -> list[list[int]]:
 # --- The database ---------------------------------------------------------------------------
 
 
-def _postgres_config(url: str) -> dict | None:
-    if not url:
-        return None
-    import environ
-
-    try:
-        config = environ.Env.db_url_config(url)
-    except Exception:  # an unknown scheme is simply "not PostgreSQL"
-        return None
-    engine = config.get("ENGINE", "")
-    return config if engine.endswith(("postgresql", "postgis")) else None
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _conninfo(config: dict) -> dict:
-    """psycopg.connect() keywords for a Django DATABASES entry (or a db_url_config dict)."""
-    info = {
-        "dbname": config.get("NAME"),
-        "user": config.get("USER"),
-        "password": config.get("PASSWORD"),
-        "host": config.get("HOST"),
-        "port": config.get("PORT"),
-        **{k: v for k, v in config.get("OPTIONS", {}).items() if isinstance(v, str | int)},
-    }
-    return {key: value for key, value in info.items() if value not in (None, "")}
-
-
-def _server_connection(server: dict):
-    """An autocommit connection to the server, outside the bench database: to the database
-    DATABASE_URL names, else to ``postgres``."""
-    import psycopg
-
-    info = _conninfo(server)
-    if info.get("dbname") not in (None, BENCH_DB):
-        try:
-            return psycopg.connect(**info, autocommit=True)
-        except psycopg.OperationalError:
-            pass
-    return psycopg.connect(**{**info, "dbname": "postgres"}, autocommit=True)
-
-
 def _recreate_database(server: dict) -> tuple[str, bool]:
     """Drop and create the bench database; returns a line about the server and whether the
     balance trigger's time can be measured (``track_functions`` needs a superuser)."""
     import psycopg
 
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
         try:
@@ -328,7 +284,7 @@ def _recreate_database(server: dict) -> tuple[str, bool]:
 
 
 def _drop_database(server: dict) -> None:
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
 
@@ -338,11 +294,11 @@ class _Monitor:
     Backends report function statistics when they end, so the figure is read after the
     workers have closed their connections, waiting briefly for the last reports."""
 
-    def __init__(self, conninfo: dict, *, enabled: bool):
+    def __init__(self, db_conninfo: dict, *, enabled: bool):
         import psycopg
 
         self.enabled = enabled
-        self.conn = psycopg.connect(**conninfo, autocommit=True) if enabled else None
+        self.conn = psycopg.connect(**db_conninfo, autocommit=True) if enabled else None
 
     def read(self) -> tuple[int, float]:
         row = self.conn.execute(
@@ -531,8 +487,8 @@ def _machine_cpu() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _is_local(conninfo: dict) -> bool:
-    host = str(conninfo.get("host", ""))
+def _is_local(db_conninfo: dict) -> bool:
+    host = str(db_conninfo.get("host", ""))
     return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 
@@ -654,10 +610,10 @@ class _RawLedger:
     """One psycopg connection that posts charges the way the service does, in fewest
     statements: the same rows, locks and checks, none of the ORM."""
 
-    def __init__(self, conninfo: dict):
+    def __init__(self, db_conninfo: dict):
         import psycopg
 
-        self.conn = psycopg.connect(**conninfo)
+        self.conn = psycopg.connect(**db_conninfo)
         self.cur = self.conn.cursor()
         self.commit_seconds = 0.0
         self.revenue_id = self._one(
@@ -796,7 +752,7 @@ class _RawLedger:
 
 
 def _raw_batches(job: Job, start: Callable[[int], _Clock]) -> WorkerStats:
-    ledger = _RawLedger(job.conninfo)
+    ledger = _RawLedger(job.db_conninfo)
     clock = start(ledger.conn.info.backend_pid)
     for round_ in range(job.batches):
         for company_id in job.company_ids:
@@ -811,7 +767,7 @@ def _raw_batches(job: Job, start: Callable[[int], _Clock]) -> WorkerStats:
 
 
 def _raw_single(job: Job, start: Callable[[int], _Clock]) -> WorkerStats:
-    ledger = _RawLedger(job.conninfo)
+    ledger = _RawLedger(job.db_conninfo)
     (company_id,) = job.company_ids
     clock = start(ledger.conn.info.backend_pid)
     for n in range(job.batches):

@@ -42,9 +42,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+from _pgserver import conninfo, postgres_config, server_connection, with_database  # noqa: E402
+
 BENCH_DB = "tollgate_bench_recurring"
 CURRENCY = "JPY"
 ZONES = ("UTC", "Asia/Tokyo")
@@ -120,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = replace(sizes, **overrides)
 
     url = os.environ.get("DATABASE_URL", "")
-    server = _postgres_config(url)
+    server = postgres_config(url)
     if server is None:
         print("recurring_run: needs PostgreSQL; set DATABASE_URL=postgres://user@host:port/db")
         return 2
 
     server_info = _recreate_database(server)
-    os.environ["DATABASE_URL"] = _with_database(url, BENCH_DB)
+    os.environ["DATABASE_URL"] = with_database(url, BENCH_DB)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     # Production runs without DEBUG; with it every query is also formatted and kept.
     os.environ.setdefault("DJANGO_DEBUG", "false")
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in _probe_queries(sample_ids, instant):
         print(line)
     print(_connection_cost())
-    conninfo = _conninfo(settings.DATABASES["default"])
-    server_local = _is_local(conninfo)
+    db_conninfo = conninfo(settings.DATABASES["default"])
+    server_local = _is_local(db_conninfo)
     connections.close_all()  # the workers are forked: none may inherit an open connection
 
     run_target = TARGET_RUN_SECONDS * sizes.companies / TARGET_COMPANIES
@@ -219,54 +220,9 @@ def _load_note() -> str:
 # --- The database ---------------------------------------------------------------------------
 
 
-def _postgres_config(url: str) -> dict | None:
-    if not url:
-        return None
-    import environ
-
-    try:
-        config = environ.Env.db_url_config(url)
-    except Exception:  # an unknown scheme is simply "not PostgreSQL"
-        return None
-    engine = config.get("ENGINE", "")
-    return config if engine.endswith(("postgresql", "postgis")) else None
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _conninfo(config: dict) -> dict:
-    """psycopg.connect() keywords for a Django DATABASES entry (or a db_url_config dict)."""
-    info = {
-        "dbname": config.get("NAME"),
-        "user": config.get("USER"),
-        "password": config.get("PASSWORD"),
-        "host": config.get("HOST"),
-        "port": config.get("PORT"),
-        **{k: v for k, v in config.get("OPTIONS", {}).items() if isinstance(v, str | int)},
-    }
-    return {key: value for key, value in info.items() if value not in (None, "")}
-
-
-def _server_connection(server: dict):
-    """An autocommit connection to the server, outside the bench database: to the database
-    DATABASE_URL names, else to ``postgres``."""
-    import psycopg
-
-    info = _conninfo(server)
-    if info.get("dbname") not in (None, BENCH_DB):
-        try:
-            return psycopg.connect(**info, autocommit=True)
-        except psycopg.OperationalError:
-            pass
-    return psycopg.connect(**{**info, "dbname": "postgres"}, autocommit=True)
-
-
 def _recreate_database(server: dict) -> str:
     """Drop and create the bench database; returns a line about the server."""
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
         version = conn.execute("SHOW server_version").fetchone()[0]
@@ -276,12 +232,12 @@ def _recreate_database(server: dict) -> str:
 
 
 def _drop_database(server: dict) -> None:
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
 
-def _is_local(conninfo: dict) -> bool:
-    host = str(conninfo.get("host", ""))
+def _is_local(db_conninfo: dict) -> bool:
+    host = str(db_conninfo.get("host", ""))
     return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 

@@ -48,9 +48,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+from _pgserver import conninfo, postgres_config, server_connection, with_database  # noqa: E402
+
 BENCH_DB = "tollgate_bench_usage"
 CURRENCY = "JPY"
 LOOPBACK = "127.0.0.1"
@@ -182,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     modes = SERVER_MODES if args.server == "both" else (args.server,)
 
     url = os.environ.get("DATABASE_URL", "")
-    server = _postgres_config(url)
+    server = postgres_config(url)
     if server is None:
         print("usage_api: needs PostgreSQL; set DATABASE_URL=postgres://user@host:port/db")
         return 2
 
     server_info = _recreate_database(server)
     try:
-        return _run(args, sizes, modes, server_info, _with_database(url, BENCH_DB))
+        return _run(args, sizes, modes, server_info, with_database(url, BENCH_DB))
     finally:
         if not args.keep:  # also after a failure: the database is the bench's own
             if "django" in sys.modules:
@@ -237,7 +238,7 @@ def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url
     tally = Tally()
     for line in _probe_queries(world, sizes.batch, tally):
         print(line)
-    conninfo = _conninfo(settings.DATABASES["default"])
+    db_conninfo = conninfo(settings.DATABASES["default"])
     connections.close_all()  # the workers are forked: none may inherit an open connection
 
     figures: list[Figure] = []
@@ -255,7 +256,7 @@ def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url
 
     for processes in dict.fromkeys([sizes.workers, 1]):
         target = TARGET_SERVICE if processes == sizes.workers else None
-        figure = _service_phase(processes, sizes, world, conninfo, target, tally)
+        figure = _service_phase(processes, sizes, world, db_conninfo, target, tally)
         figures.append(figure)
         _print_figure(figure)
 
@@ -320,55 +321,8 @@ def _load_note() -> str:
 # --- The database ---------------------------------------------------------------------------
 
 
-def _postgres_config(url: str) -> dict | None:
-    if not url:
-        return None
-    import environ
-
-    try:
-        config = environ.Env.db_url_config(url)
-    except Exception:  # an unknown scheme is simply "not PostgreSQL"
-        return None
-    engine = config.get("ENGINE", "")
-    return config if engine.endswith(("postgresql", "postgis")) else None
-
-
-def _with_database(url: str, name: str, **query: object) -> str:
-    parts = urlsplit(url)
-    extra = "&".join(f"{key}={value}" for key, value in query.items())
-    joined = "&".join(part for part in (parts.query, extra) if part)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", joined, parts.fragment))
-
-
-def _conninfo(config: dict) -> dict:
-    """psycopg.connect() keywords for a Django DATABASES entry (or a db_url_config dict)."""
-    info = {
-        "dbname": config.get("NAME"),
-        "user": config.get("USER"),
-        "password": config.get("PASSWORD"),
-        "host": config.get("HOST"),
-        "port": config.get("PORT"),
-        **{k: v for k, v in config.get("OPTIONS", {}).items() if isinstance(v, str | int)},
-    }
-    return {key: value for key, value in info.items() if value not in (None, "")}
-
-
-def _server_connection(server: dict):
-    """An autocommit connection to the server, outside the bench database: to the database
-    DATABASE_URL names, else to ``postgres``."""
-    import psycopg
-
-    info = _conninfo(server)
-    if info.get("dbname") not in (None, BENCH_DB):
-        try:
-            return psycopg.connect(**info, autocommit=True)
-        except psycopg.OperationalError:
-            pass
-    return psycopg.connect(**{**info, "dbname": "postgres"}, autocommit=True)
-
-
 def _recreate_database(server: dict) -> str:
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
         version = conn.execute("SHOW server_version").fetchone()[0]
@@ -378,12 +332,12 @@ def _recreate_database(server: dict) -> str:
 
 
 def _drop_database(server: dict) -> None:
-    with _server_connection(server) as conn:
+    with server_connection(server, BENCH_DB) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
 
 
-def _is_local(conninfo: dict) -> bool:
-    host = str(conninfo.get("host", ""))
+def _is_local(db_conninfo: dict) -> bool:
+    host = str(db_conninfo.get("host", ""))
     return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
 
 
@@ -944,7 +898,7 @@ def _http_phase(mode, label, sizes, world, bench_url, conn_max_age, tally):
     then time sequential authorize calls; returns the figure, the latency and memory."""
     database_url = bench_url
     if conn_max_age is not None:
-        database_url = _with_database(bench_url, BENCH_DB, conn_max_age=conn_max_age)
+        database_url = with_database(bench_url, BENCH_DB, conn_max_age=conn_max_age)
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as folder:
         server = _Server(mode, database_url, Path(folder) / "gunicorn.log")
         try:
@@ -1132,11 +1086,11 @@ class _CommitTimer:
         connection._commit = timed_commit
 
 
-def _service_phase(processes, sizes, world, conninfo, target, tally) -> Figure:
+def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figure:
     calls = _calls(sizes.service_events, sizes.batch)
     shares = [calls[n::processes] for n in range(processes)]
     label = f"s{processes}"
-    local = _is_local(conninfo)
+    local = _is_local(db_conninfo)
 
     def service(index: int, start: Callable[[], None]) -> WorkerStats:
         import random
