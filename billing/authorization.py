@@ -5,9 +5,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.db.models import Q
+
 from accounts.models import Company, Subaccount
 
 from .models import BundleCounter, Subscription
+from .models.plans import destinations_cover
 from .periods import monthly_period
 from .rating import affordable_quantity
 from .selectors import company_available
@@ -28,33 +31,42 @@ def _refused(reason: str) -> Authorization:
 
 
 def bundle_left(company: Company, service: str, destination: str, at: datetime) -> Decimal:
-    """Units of ``service`` to ``destination`` left in the company's bundles at ``at``."""
-    left = ZERO
-    subscriptions = (
-        Subscription.objects.filter(company=company, started_at__lte=at)
-        .exclude(ended_at__lte=at)
-        .prefetch_related("plan__bundles")
-    )
+    """Units of ``service`` to ``destination`` left in the company's bundles at ``at``: two
+    queries (live subscriptions with their bundles of the service; their counters)."""
     wanted = []
-    for subscription in subscriptions:
-        start, _, _ = monthly_period(subscription.started_at, at, company.tzinfo)
-        for bundle in subscription.plan.bundles.all():
-            if bundle.service == service and bundle.covers(destination):
-                wanted.append((subscription.pk, bundle, start))
+    for subscription_id, started_at, bundle_id, destinations, included in (
+        Subscription.objects.filter(
+            company=company, started_at__lte=at, plan__bundles__service=service
+        )
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=at))
+        .order_by()
+        .values_list(
+            "pk",
+            "started_at",
+            "plan__bundles__id",
+            "plan__bundles__destinations",
+            "plan__bundles__included_quantity",
+        )
+    ):
+        if destinations_cover(destinations, destination):
+            start, _, _ = monthly_period(started_at, at, company.tzinfo)
+            wanted.append((subscription_id, bundle_id, start, included))
     if not wanted:
         return ZERO
     used = {
         (row.subscription_id, row.bundle_id, row.period_start): row.used
         for row in BundleCounter.objects.filter(
-            subscription_id__in={sub for sub, _, _ in wanted},
-            period_start__in={start for _, _, start in wanted},
-        )
+            subscription_id__in={subscription_id for subscription_id, *_ in wanted},
+            period_start__in={start for _, _, start, _ in wanted},
+        ).only("subscription_id", "bundle_id", "period_start", "used")
     }
-    for subscription_id, bundle, start in wanted:
-        left += max(
-            bundle.included_quantity - used.get((subscription_id, bundle.pk, start), ZERO), ZERO
-        )
-    return left
+    return sum(
+        (
+            max(included - used.get((subscription_id, bundle_id, start), ZERO), ZERO)
+            for subscription_id, bundle_id, start, included in wanted
+        ),
+        ZERO,
+    )
 
 
 def usage_authorize(

@@ -83,15 +83,23 @@ class Bundle(models.Model):
 
     @property
     def destination_list(self) -> list[str]:
-        return [d for d in self.destinations.replace(",", " ").upper().split() if d]
+        return destination_list(self.destinations)
 
     def covers(self, destination: str) -> bool:
         """True if usage to ``destination`` (digits or a country) draws from this bundle."""
-        wanted = self.destination_list
-        if not wanted:
-            return True
-        destination = (destination or "").upper()
-        return any(destination.startswith(prefix) for prefix in wanted)
+        return destinations_cover(self.destinations, destination)
+
+
+def destination_list(destinations: str) -> list[str]:
+    """A bundle's destinations field as prefixes/countries (spaces or commas between)."""
+    return [d for d in destinations.replace(",", " ").upper().split() if d]
+
+
+def destinations_cover(destinations: str, destination: str | None) -> bool:
+    """True if usage to ``destination`` draws from a bundle with ``destinations`` (blank:
+    everywhere)."""
+    wanted = destination_list(destinations)
+    return not wanted or (destination or "").upper().startswith(tuple(wanted))
 
 
 class Subscription(models.Model):

@@ -32,7 +32,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from djmoney.money import Money
@@ -40,6 +40,7 @@ from djmoney.money import Money
 from accounts.models import Company, CompanyBlock
 from accounts.services import company_block, company_unblock, lock_company
 
+from ..bulk import insert_rows, reserve_ids, update_column
 from ..exceptions import (
     IdempotencyConflict,
     InsufficientCredit,
@@ -165,38 +166,58 @@ def company_charge_many(
     """
     now = now or timezone.now()
     book = _CompanyBook(company, now)
-    for request in charges:
-        book.check_amount(request.amount, allow_zero=True)
-        if request.kind not in CHARGE_KINDS:
-            raise InvalidAmount(f"“{request.kind}” is not a kind of charge.")
-    fingerprints: dict[str, str] = {}
-    for request in charges:
-        fingerprint = _charge_fingerprint(book.company.pk, request)
-        if fingerprints.setdefault(request.idempotency_key, fingerprint) != fingerprint:
-            raise IdempotencyConflict(
-                f"The idempotency key “{request.idempotency_key}” appears twice in the batch "
-                "for different charges."
-            )
+    fingerprints = _check_charges(book, charges, {})
     existing = book.existing_transactions(fingerprints)
-    revenue_accounts = book.system_accounts(
-        {(LedgerAccount.Kind.REVENUE, f"revenue:{request.revenue}") for request in charges}
+    revenue_accounts = book.system_accounts(_revenue_accounts_wanted(charges))
+    results = _post_charges(
+        book, charges, fingerprints, existing, revenue_accounts, refuse_when_blocked
     )
-    results: list[ChargeResult] = []
-    for request in charges:
-        if request.idempotency_key in existing:
-            results.append(book.duplicate_result(existing[request.idempotency_key], request))
-            continue
-        if refuse_when_blocked and book.is_blocked:
-            results.append(book.refused_result())
-            continue
-        result = book.charge(
-            request,
-            revenue_accounts[f"revenue:{request.revenue}"],
-            fingerprints[request.idempotency_key],
-        )
-        existing[request.idempotency_key] = result.transaction
-        results.append(result)
     book.flush()
+    return results
+
+
+@transaction.atomic
+def companies_charge_many(
+    *,
+    charges: Sequence[tuple[Company, Sequence[ChargeRequest]]],
+    now: datetime | None = None,
+) -> list[list[ChargeResult]]:
+    """``company_charge_many`` for many companies in one database transaction: one list of
+    results per (company, charges) pair, in order. For runs over many companies (the
+    recurring charges), whose cost is then a few statements per batch, not per company.
+
+    Each company gets exactly what ``company_charge_many`` would give it (same idempotency,
+    prepaid shortfall, blocking). Lock order: every company row first, in id order (the
+    order any other multi-company locker uses, so two batches cannot deadlock), then their
+    spendable lots. Locks held by the caller are taken again at no risk. Raises
+    ``InvalidAmount`` (nothing is posted), ``IdempotencyConflict`` (also for one key used
+    by two companies of the batch), and ``ValueError`` for a company listed twice.
+    """
+    now = now or timezone.now()
+    companies = [company for company, _ in charges]
+    if len({company.pk for company in companies}) != len(companies):
+        raise ValueError("A company appears twice in the batch; give all its charges at once.")
+    books = _open_books(companies, now)
+    fingerprints: dict[str, str] = {}
+    for book, (_, requests) in zip(books, charges, strict=True):
+        _check_charges(book, requests, fingerprints)
+    existing = _existing_transactions(fingerprints)
+    wanted_by_currency: dict[str, set[tuple[str, str]]] = {}
+    for book, (_, requests) in zip(books, charges, strict=True):
+        wanted_by_currency.setdefault(book.currency, set()).update(
+            _revenue_accounts_wanted(requests)
+        )
+    revenue_by_currency = {
+        currency: _system_accounts(wanted, currency)
+        for currency, wanted in wanted_by_currency.items()
+    }
+    results = [
+        _post_charges(
+            book, requests, fingerprints, existing, revenue_by_currency[book.currency], False
+        )
+        for book, (_, requests) in zip(books, charges, strict=True)
+    ]
+    _flush_books(books)
     return results
 
 
@@ -470,6 +491,17 @@ def company_mode_switch(
 # --- The locked state of one company --------------------------------------------------------
 
 
+@dataclass
+class _Preloaded:
+    """A company's state read under its row lock by a caller that locks many at once:
+    the locked company row, its customer account and (optionally) its spendable lots,
+    locked, soonest expiry first."""
+
+    company: Company
+    account: LedgerAccount
+    spendable_lots: list[CreditLot] | None = None
+
+
 class _CompanyBook:
     """One company's money, locked for the length of the database transaction.
 
@@ -478,25 +510,44 @@ class _CompanyBook:
     statements, so a batch of charges costs a fixed number of queries.
     """
 
-    def __init__(self, company: Company, now: datetime):
+    def __init__(
+        self,
+        company: Company,
+        now: datetime,
+        *,
+        preloaded: _Preloaded | None = None,
+    ):
+        """Lock ``company`` and read its account; or, with ``preloaded``, take the state a
+        caller that handles many companies at once has already locked and read (in one
+        query per table for all of them) under the same lock order."""
         self.now = now
-        self.company = lock_company(company.pk)
         self.caller_company = company
-        self.currency = self.company.currency
-        self.account, _ = LedgerAccount.objects.get_or_create(
-            kind=LedgerAccount.Kind.CUSTOMER,
-            company=self.company,
-            defaults={
-                "code": "customer",
-                "currency": self.currency,
-                "balance": Money(ZERO, self.currency),
-            },
-        )
-        self.balance: Decimal = self.account.balance.amount
         self.lots: dict[int, CreditLot] = {}
         self.lot_remaining: dict[int, Decimal] = {}
         self.dirty_lots: set[int] = set()
         self._spendable: list[tuple[datetime, int, CreditLot]] | None = None
+        if preloaded is None:
+            self.company = lock_company(company.pk)
+            self.currency = self.company.currency
+            self.account, _ = LedgerAccount.objects.get_or_create(
+                kind=LedgerAccount.Kind.CUSTOMER,
+                company=self.company,
+                defaults={
+                    "code": "customer",
+                    "currency": self.currency,
+                    "balance": Money(ZERO, self.currency),
+                },
+            )
+        else:
+            self.company = preloaded.company
+            self.currency = self.company.currency
+            self.account = preloaded.account
+            if preloaded.spendable_lots is not None:
+                self._spendable = []
+                for lot in preloaded.spendable_lots:
+                    self.adopt_lot(lot)
+                    self._spendable.append((lot.expires_at, lot.pk, lot))
+        self.balance: Decimal = self.account.balance.amount
         self._new_lots: list[CreditLot] = []
         self._pending: list[tuple[LedgerTransaction, list[LedgerPosting]]] = []
         self._lots_awaiting_grant: list[CreditLot] = []
@@ -546,6 +597,10 @@ class _CompanyBook:
         if lot_id not in self.lots:
             self.adopt_lot(CreditLot.objects.select_for_update().get(pk=lot_id))
         return self.lots[lot_id]
+
+    def _has_credit_in_lots(self) -> bool:
+        # Stops at the first lot with credit: called after every debit of a batch.
+        return any(self.lot_remaining[_lot_key(lot)] > 0 for *_, lot in self.spendable())
 
     def available_in_lots(self) -> Decimal:
         return sum((self.lot_remaining[lot.pk] for *_, lot in self.spendable()), ZERO)
@@ -701,7 +756,7 @@ class _CompanyBook:
         if self.block_pending is not None:
             return
         if self.company.mode == Company.Mode.PREPAID:
-            if self.shortfall_seen or self.available_in_lots() <= 0:
+            if self.shortfall_seen or not self._has_credit_in_lots():
                 self.block_pending = CompanyBlock.Reason.PREPAID_DEPLETED
         elif self._credit_limit_reached():
             self.block_pending = CompanyBlock.Reason.CREDIT_LIMIT
@@ -780,32 +835,7 @@ class _CompanyBook:
 
     def flush(self) -> None:
         """Write everything collected, in few statements; then blocks follow the balance."""
-        if self._pending:
-            transactions = [transaction_ for transaction_, _ in self._pending]
-            _insert_transactions(transactions)
-            if self._new_lots:
-                for lot in self._new_lots:
-                    lot.remaining = self.money(self.lot_remaining[lot._book_key])
-                CreditLot.objects.bulk_create(self._new_lots)
-                for lot in self._new_lots:
-                    del self.lots[lot._book_key]
-                    self.lots[lot.pk] = lot
-                    self.lot_remaining[lot.pk] = self.lot_remaining.pop(lot._book_key)
-                    self.dirty_lots.discard(lot._book_key)
-            LedgerPosting.objects.bulk_create(
-                [posting for _, postings in self._pending for posting in postings]
-            )
-            changed = []
-            for key in self.dirty_lots:
-                lot = self.lots[key]
-                lot.remaining = self.money(self.lot_remaining[key])
-                changed.append(lot)
-            if changed:
-                CreditLot.objects.bulk_update(changed, ["remaining"])
-            self.account.balance = self.money(self.balance)
-            LedgerAccount.objects.filter(pk=self.account.pk).update(balance=self.account.balance)
-            self._pending, self._new_lots, self.dirty_lots = [], [], set()
-        self.sync_blocks()
+        _flush_books([self])
 
     def duplicate_result(
         self, transaction_: LedgerTransaction, request: ChargeRequest
@@ -922,6 +952,8 @@ def _new_transaction(
     company,
     currency,
 ) -> LedgerTransaction:
+    # Relations left empty are not set at all (each costs a descriptor call per row).
+    optional = {"actor": actor, "reverses": reverses}
     return LedgerTransaction(
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
@@ -930,11 +962,10 @@ def _new_transaction(
         description=description[:500],
         posted_at=posted_at,
         effective_at=effective_at or posted_at,
-        actor=actor,
-        cause_type=ContentType.objects.get_for_model(cause) if cause is not None else None,
+        cause_type_id=ContentType.objects.get_for_model(cause).pk if cause is not None else None,
         cause_id=cause.pk if cause is not None else None,
-        reverses=reverses,
         metadata=metadata or {},
+        **{name: value for name, value in optional.items() if value is not None},
     )
 
 
@@ -942,15 +973,185 @@ def _new_postings(transaction_, postings: list[tuple], currency: str) -> list[Le
     total = sum((value for _, value, _ in postings), ZERO)
     if total != 0 or len(postings) < 2:
         raise AssertionError(f"Unbalanced transaction {transaction_.idempotency_key}: {postings}")
+    # Saved accounts and lots by id (setting a relation costs more than the rest of a
+    # posting); a lot created in this transaction by reference, so it gets its id on save.
     return [
         LedgerPosting(
-            transaction=transaction_, account=account, amount=Money(value, currency), lot=lot
+            transaction=transaction_,
+            account_id=account.pk,
+            amount=Money(value, currency),
+            **({"lot": lot} if lot is not None and lot.pk is None else {"lot_id": _pk(lot)}),
         )
         for account, value, lot in postings
     ]
 
 
+def _pk(row: models.Model | None) -> int | None:
+    return None if row is None else row.pk
+
+
+def _check_charges(
+    book: _CompanyBook, charges: Sequence[ChargeRequest], fingerprints: dict[str, str]
+) -> dict[str, str]:
+    """Refuse a bad amount or kind before anything is written; add each charge's fingerprint
+    to ``fingerprints`` (shared by a batch's companies: a key given twice for different
+    charges, even by two companies, is an ``IdempotencyConflict``)."""
+    for request in charges:
+        book.check_amount(request.amount, allow_zero=True)
+        if request.kind not in CHARGE_KINDS:
+            raise InvalidAmount(f"“{request.kind}” is not a kind of charge.")
+    for request in charges:
+        fingerprint = _charge_fingerprint(book.company.pk, request)
+        if fingerprints.setdefault(request.idempotency_key, fingerprint) != fingerprint:
+            raise IdempotencyConflict(
+                f"The idempotency key “{request.idempotency_key}” appears twice in the batch "
+                "for different charges."
+            )
+    return fingerprints
+
+
+def _revenue_accounts_wanted(charges: Sequence[ChargeRequest]) -> set[tuple[str, str]]:
+    return {(LedgerAccount.Kind.REVENUE, f"revenue:{request.revenue}") for request in charges}
+
+
+def _post_charges(
+    book: _CompanyBook,
+    charges: Sequence[ChargeRequest],
+    fingerprints: dict[str, str],
+    existing: dict[str, LedgerTransaction],
+    revenue_accounts: dict[str, LedgerAccount],
+    refuse_when_blocked: bool,
+) -> list[ChargeResult]:
+    """Charge one company's requests in order, in memory (``flush`` writes them)."""
+    results: list[ChargeResult] = []
+    for request in charges:
+        if request.idempotency_key in existing:
+            results.append(book.duplicate_result(existing[request.idempotency_key], request))
+            continue
+        if refuse_when_blocked and book.is_blocked:
+            results.append(book.refused_result())
+            continue
+        result = book.charge(
+            request,
+            revenue_accounts[f"revenue:{request.revenue}"],
+            fingerprints[request.idempotency_key],
+        )
+        existing[request.idempotency_key] = result.transaction
+        results.append(result)
+    return results
+
+
+def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBook]:
+    """One book per company, in the order given, with one query per table for all of them:
+    the company rows locked in id order, their customer accounts (those missing created,
+    as ``_CompanyBook`` would), then their spendable lots locked (the ledger's lock order)."""
+    from accounts.services import lock_companies
+
+    locked = {company.pk: company for company in lock_companies([c.pk for c in companies])}
+    missing = [company.pk for company in companies if company.pk not in locked]
+    if missing:
+        raise Company.DoesNotExist(f"No company with id {missing[0]}.")
+    accounts = {
+        account.company_id: account
+        for account in LedgerAccount.objects.filter(
+            kind=LedgerAccount.Kind.CUSTOMER, company_id__in=list(locked)
+        ).order_by()
+    }
+    # Under the company locks no one else can create these (``_CompanyBook`` creates a
+    # customer account under its company's lock too).
+    new_accounts = [
+        LedgerAccount(
+            kind=LedgerAccount.Kind.CUSTOMER,
+            company=company,
+            code="customer",
+            currency=company.currency,
+            balance=Money(ZERO, company.currency),
+        )
+        for company in locked.values()
+        if company.pk not in accounts
+    ]
+    for account in LedgerAccount.objects.bulk_create(new_accounts):
+        accounts[account.company_id] = account
+    lots: dict[int, list[CreditLot]] = {pk: [] for pk in locked}
+    for lot in (
+        CreditLot.objects.select_for_update()
+        .filter(company_id__in=list(locked), remaining__gt=0, expires_at__gt=now)
+        .order_by("company_id", "expires_at", "id")
+    ):
+        lots[lot.company_id].append(lot)
+    # Only postpaid companies with a limit need the credit that expired unposted.
+    limited = [
+        company.pk
+        for company in locked.values()
+        if company.mode == Company.Mode.POSTPAID and company.credit_limit is not None
+    ]
+    expired = (
+        dict(
+            CreditLot.objects.filter(company_id__in=limited, remaining__gt=0, expires_at__lte=now)
+            .order_by()
+            .values("company_id")
+            .annotate(total=Sum("remaining"))
+            .values_list("company_id", "total")
+        )
+        if limited
+        else {}
+    )
+    books = []
+    for company in companies:
+        book = _CompanyBook(
+            company,
+            now,
+            preloaded=_Preloaded(
+                company=locked[company.pk],
+                account=accounts[company.pk],
+                spendable_lots=lots[company.pk],
+            ),
+        )
+        if company.pk in limited:
+            book.expired_unposted_total = expired.get(company.pk) or ZERO
+        books.append(book)
+    return books
+
+
 # --- Usage: many events, one transaction per company and batch -----------------------------
+
+
+class UsageBooks:
+    """The companies of one usage API call, locked and read together: one ``UsageBatch``
+    per company, all written by ``post`` in one set of statements.
+
+    Opening locks the company rows in id order (so two calls never wait on each other in
+    a cycle), then reads their customer accounts and locks their spendable lots, one query
+    each for all the companies (``_open_books``): company rows before lots.
+    """
+
+    def __init__(self, companies: Sequence[Company], now: datetime):
+        self.now = now
+        unique = {company.pk: company for company in companies}
+        self.batches: dict[int, UsageBatch] = {
+            book.company.pk: UsageBatch(book)
+            for book in _open_books(sorted(unique.values(), key=lambda c: c.pk), now)
+        }
+
+    def post(self, posts: dict[int, dict]) -> dict[int, LedgerTransaction | None]:
+        """Post each company's batch (``posts``: company id → the keyword arguments of
+        ``UsageBatch.prepare``) and write them all; returns each company's transaction."""
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        for company_id in posts:
+            batch = self.batches[company_id]
+            wanted.setdefault(batch._book.currency, set()).update(batch.revenue_accounts_wanted())
+        revenue_accounts = {
+            currency: _system_accounts(codes, currency) for currency, codes in wanted.items()
+        }
+        transactions = {
+            company_id: self.batches[company_id].prepare(
+                revenue_accounts=revenue_accounts[self.batches[company_id]._book.currency],
+                **arguments,
+            )
+            for company_id, arguments in posts.items()
+        }
+        _flush_books([self.batches[company_id]._book for company_id in posts])
+        return transactions
 
 
 class UsageBatch:
@@ -959,13 +1160,12 @@ class UsageBatch:
 
     Each event is still charged once and in order (lots soonest-expiry first; prepaid
     shortfall; blocking at the limit), and its own amount, shortfall and balance after are
-    returned for its usage record, which links to the transaction. Opening the batch locks
-    the company row; ``post`` writes everything and must be called once, in the same
-    database transaction.
+    returned for its usage record, which links to the transaction. Opened by
+    ``UsageBooks``, which holds the company row lock and writes the batch.
     """
 
-    def __init__(self, company: Company, now: datetime):
-        self._book = _CompanyBook(company, now)
+    def __init__(self, book: _CompanyBook):
+        self._book = book
         self._customer: dict[int | None, Decimal] = {}
         self._lots: dict[int | None, CreditLot | None] = {None: None}
         self._revenue: dict[str, Decimal] = {}
@@ -1004,15 +1204,21 @@ class UsageBatch:
             taken = shortfall = ZERO
         return taken, shortfall, book.balance
 
-    def post(
+    def revenue_accounts_wanted(self) -> set[tuple[str, str]]:
+        services = set(self._revenue) or {"usage"}
+        return {(LedgerAccount.Kind.REVENUE, f"revenue:{service}") for service in services}
+
+    def prepare(
         self,
         *,
         idempotency_key: str,
         fingerprint_payload: dict,
         description: str,
+        revenue_accounts: dict[str, LedgerAccount],
         metadata: dict | None = None,
     ) -> LedgerTransaction | None:
-        """Write the one transaction (None when no money moved) and the blocks it calls for.
+        """Add the one transaction (None when no money moved) to the book; ``UsageBooks``
+        writes it.
 
         Idempotency is the caller's: each event is charged once because its usage record is
         unique per API key; the key here names the batch's set of new events.
@@ -1023,32 +1229,163 @@ class UsageBatch:
             for key, value in self._customer.items()
             if value != 0
         ]
-        revenue_accounts = book.system_accounts(
-            {(LedgerAccount.Kind.REVENUE, f"revenue:{service}") for service in self._revenue}
-        )
         postings += [
             (revenue_accounts[f"revenue:{service}"], value, None)
             for service, value in sorted(self._revenue.items())
             if value != 0
         ]
-        transaction_ = None
-        if postings or self._shortfall:
-            if not any(account.pk == book.account.pk for account, *_ in postings):
-                postings.insert(0, (book.account, ZERO, None))
-            if len(postings) < 2:
-                revenue = next(iter(self._revenue), "usage")
-                account = book.system_accounts(
-                    {(LedgerAccount.Kind.REVENUE, f"revenue:{revenue}")}
-                )[f"revenue:{revenue}"]
-                postings.append((account, ZERO, None))
-            transaction_ = book.add_transaction(
-                kind=Kind.USAGE,
-                idempotency_key=idempotency_key,
-                fingerprint=_fingerprint(op="usage", **fingerprint_payload),
-                description=description,
-                metadata=metadata,
-                postings=postings,
-                shortfall=self._shortfall or None,
+        if not postings and not self._shortfall:
+            return None
+        if not any(account.pk == book.account.pk for account, *_ in postings):
+            postings.insert(0, (book.account, ZERO, None))
+        if len(postings) < 2:
+            revenue = next(iter(self._revenue), "usage")
+            postings.append((revenue_accounts[f"revenue:{revenue}"], ZERO, None))
+        return book.add_transaction(
+            kind=Kind.USAGE,
+            idempotency_key=idempotency_key,
+            fingerprint=_fingerprint(op="usage", **fingerprint_payload),
+            description=description,
+            metadata=metadata,
+            postings=postings,
+            shortfall=self._shortfall or None,
+        )
+
+
+# --- Writing what the books collected --------------------------------------------------------
+
+
+def _customer_account(company: Company) -> LedgerAccount:
+    account, _ = LedgerAccount.objects.get_or_create(
+        kind=LedgerAccount.Kind.CUSTOMER,
+        company=company,
+        defaults={
+            "code": "customer",
+            "currency": company.currency,
+            "balance": Money(ZERO, company.currency),
+        },
+    )
+    return account
+
+
+def _flush_books(books: list[_CompanyBook]) -> None:
+    """Write what ``books`` collected in one statement per table, whatever their number;
+    then each company's blocks follow its balance."""
+    pending = [entry for book in books for entry in book._pending]
+    if pending:
+        transactions = [transaction_ for transaction_, _ in pending]
+        if len(transactions) > 1 and connection.vendor == "postgresql":
+            _copy_transactions(transactions)
+        else:
+            _insert_transactions(transactions)
+        new_lots = []
+        for book in books:
+            for lot in book._new_lots:
+                lot.remaining = book.money(book.lot_remaining[lot._book_key])
+                new_lots.append(lot)
+        if new_lots:
+            CreditLot.objects.bulk_create(new_lots)
+            for book in books:
+                for lot in book._new_lots:
+                    del book.lots[lot._book_key]
+                    book.lots[lot.pk] = lot
+                    book.lot_remaining[lot.pk] = book.lot_remaining.pop(lot._book_key)
+                    book.dirty_lots.discard(lot._book_key)
+        _insert_postings([posting for _, postings in pending for posting in postings])
+        remaining: dict[int, Decimal] = {}
+        balances: dict[int, Decimal] = {}
+        for book in books:
+            for key in book.dirty_lots:
+                lot = book.lots[key]
+                lot.remaining = book.money(book.lot_remaining[key])
+                remaining[lot.pk] = book.lot_remaining[key]
+            if book._pending:
+                book.account.balance = book.money(book.balance)
+                balances[book.account.pk] = book.balance
+            book._pending, book._new_lots, book.dirty_lots = [], [], set()
+        update_column(CreditLot, "remaining", remaining)
+        update_column(LedgerAccount, "balance", balances)
+    for book in books:
+        book.sync_blocks()
+
+
+# Many transactions at once (a usage batch, a recurring run) are written with COPY on
+# PostgreSQL: the ORM's per-field preparation costs more than the database's work.
+TRANSACTION_COLUMNS = (
+    "id", "idempotency_key", "fingerprint", "kind", "company_id", "description", "posted_at",
+    "effective_at", "actor_id", "cause_type_id", "cause_id", "reverses_id",
+    "shortfall_currency", "shortfall", "balance_after_currency", "balance_after", "metadata",
+)  # fmt: skip
+POSTING_COLUMNS = ("transaction_id", "account_id", "amount_currency", "amount", "lot_id")
+
+
+def _copy_transactions(transactions: list[LedgerTransaction]) -> None:
+    """``_insert_transactions`` for many rows: ids reserved from the sequence, rows copied.
+    A key another company's transaction took meanwhile is an ``IdempotencyConflict``."""
+    for transaction_, pk in zip(
+        transactions, reserve_ids(LedgerTransaction, len(transactions)), strict=True
+    ):
+        transaction_.pk = pk
+    encoder = LedgerTransaction._meta.get_field("metadata").encoder
+    rows = [
+        (
+            tx.pk,
+            tx.idempotency_key,
+            tx.fingerprint,
+            tx.kind,
+            tx.company_id,
+            tx.description,
+            tx.posted_at,
+            tx.effective_at,
+            tx.actor_id,
+            tx.cause_type_id,
+            tx.cause_id,
+            tx.reverses_id,
+            *_money_columns(tx.shortfall),
+            *_money_columns(tx.balance_after),
+            json.dumps(tx.metadata, cls=encoder),
+        )
+        for tx in transactions
+    ]
+    try:
+        with transaction.atomic():  # a savepoint, so the unique violation can be handled
+            insert_rows(LedgerTransaction, TRANSACTION_COLUMNS, rows)
+    except IntegrityError:
+        for tx in transactions:
+            tx.pk = None
+        _existing_transactions({tx.idempotency_key: tx.fingerprint for tx in transactions})
+        raise
+    for tx in transactions:
+        tx._state.adding = False
+
+
+def _insert_postings(postings: list[LedgerPosting]) -> None:
+    if connection.vendor != "postgresql":
+        LedgerPosting.objects.bulk_create(postings)
+        return
+    insert_rows(
+        LedgerPosting,
+        POSTING_COLUMNS,
+        (
+            (
+                # The related rows, not the *_id copies: those were taken before the
+                # transaction (or a new lot) had its id.
+                posting.transaction.pk,
+                posting.account_id,
+                *_money_columns(posting.amount),
+                _posting_lot_id(posting),
             )
-        book.flush()
-        return transaction_
+            for posting in postings
+        ),
+    )
+
+
+def _posting_lot_id(posting: LedgerPosting) -> int | None:
+    # Without a query: a saved lot is set by id, a new one by reference (now saved).
+    if posting.lot_id is not None:
+        return posting.lot_id
+    return _pk(posting._state.fields_cache.get("lot"))
+
+
+def _money_columns(value: Money | None) -> tuple[str | None, Decimal | None]:
+    return (None, None) if value is None else (str(value.currency), value.amount)

@@ -4,13 +4,17 @@ Guarantees of ``usage_ingest``:
 
 - Each event id is handled once per API key, whatever its outcome: a replay (also a
   concurrent one) answers ``duplicate`` with the first result, its charge or its error.
-- Events are handled in the order given. A company's events are rated and charged under
-  its row lock; a prepaid company whose credit runs out mid-batch is charged what is left
-  for that event, blocked, and its later events in the batch are ``rejected``.
+- Events are handled in the order given, all in one database transaction: the rows of the
+  batch's companies are locked in id order (so concurrent calls never wait in a cycle),
+  then their credit lots and bundle counters, and every table is read and written with
+  one statement for the whole batch. A prepaid company whose credit runs out mid-batch is
+  charged what is left for that event, blocked, and its later events are ``rejected``.
 - One ledger transaction per company and batch holds the money of that company's events
   (summed by lot and service); every usage record keeps its own amount, shortfall, rate
   and bundle units, and links to the transaction.
 """
+
+from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
@@ -24,10 +28,11 @@ from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
 
-from ..models import ApiKey, BundleCounter, Subscription, UsageRecord
+from ..bulk import insert_rows, update_column
+from ..models import ApiKey, Bundle, BundleCounter, Subscription, UsageRecord
 from ..periods import monthly_period
 from ..rating import price_event
-from .ledger import UsageBatch
+from .ledger import UsageBooks
 from .rating import RatingError, normalise_destination, tariff_index
 from .recurring import subscription_first_use
 
@@ -65,11 +70,7 @@ def usage_ingest(
 ) -> list[UsageOutcome]:
     """Rate and charge ``events`` reported with ``api_key``; one outcome per event, in order."""
     now = now or timezone.now()
-    outcomes: list[UsageOutcome | None] = [None] * len(events)
-    rejected: list[UsageRecord] = []
-    first_index: dict[str, int] = {}
-    by_company: dict[int, list[int]] = defaultdict(list)
-
+    # Everything that needs no lock first: companies, subaccounts, checks, rate rows.
     companies = {
         company.account_code: company
         for company in Company.objects.select_related("tariff").filter(
@@ -83,59 +84,18 @@ def usage_ingest(
             code__in={event.subaccount for event in events if event.subaccount},
         )
     }
-    destinations: dict[int, str] = {}
-
-    # Seen before: answered from the record, without locking anything. (Events of a company
-    # are checked again under its lock, which is what makes concurrent replays safe.)
-    seen = _records_by_event_id(api_key, {event.id for event in events})
+    plans: list[_Planned] = []
+    first_index: dict[str, int] = {}
     for index, event in enumerate(events):
         if event.id in first_index:
-            continue  # the same id twice in one batch: answered as a duplicate below
+            continue  # the same id twice in one batch: answered as a duplicate at the end
         first_index[event.id] = index
-        if event.id in seen:
-            outcomes[index] = _duplicate(event, seen[event.id])
-            continue
         company = companies.get(event.account)
-        error = _precheck(event, company, subaccounts, now)
-        if error is None:
-            try:
-                destinations[index] = normalise_destination(event.service, event.destination)
-            except RatingError as rating_error:
-                error = (rating_error.code, str(rating_error))
-        if error is not None:
-            outcomes[index] = _reject(event, error)
-            rejected.append(
-                (index, _record(api_key, event, company, subaccounts, now, error=error))
-            )
-            continue
-        by_company[company.pk].append(index)
+        plans.append(_plan(index, event, company, subaccounts, now))
 
-    for company_id in sorted(by_company):
-        company_outcomes = _ingest_company(
-            api_key=api_key,
-            company=next(c for c in companies.values() if c.pk == company_id),
-            events=[
-                (index, events[index], destinations[index]) for index in by_company[company_id]
-            ],
-            subaccounts=subaccounts,
-            now=now,
-        )
-        for index, outcome in company_outcomes.items():
-            outcomes[index] = outcome
-
-    for index, record in rejected:
-        # Refusals found before any lock: a concurrent replay may have recorded the same id
-        # first, and then this one is its duplicate. (Each in a savepoint; refusals are few.)
-        try:
-            with transaction.atomic():
-                record.save(force_insert=True)
-        except IntegrityError:
-            first = _records_by_event_id(api_key, [record.event_id]).get(record.event_id)
-            if first is None:
-                raise
-            outcomes[index] = _duplicate(events[index], first)
+    outcomes = _ingest_planned(api_key, plans, now)
     for index, event in enumerate(events):
-        if outcomes[index] is None:  # a repeated id within the batch
+        if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
             outcomes[index] = UsageOutcome(
                 id=event.id,
@@ -146,6 +106,146 @@ def usage_ingest(
                 error_code=first.error_code,
                 error_message=first.error_message,
             )
+    return [outcomes[index] for index in range(len(events))]
+
+
+@dataclass
+class _Planned:
+    """One event as prepared before any lock: its company, its refusal or its rate row."""
+
+    index: int
+    event: UsageEvent
+    company: Company | None
+    subaccount: Subaccount | None
+    error: tuple[str, str] | None = None
+    destination: str = ""
+    rate: object = None
+    matched: str = ""
+
+
+def _plan(index, event, company, subaccounts, now) -> _Planned:
+    subaccount = subaccounts.get((company.pk, event.subaccount)) if company else None
+    planned = _Planned(index, event, company, subaccount)
+    planned.error = _precheck(event, company, subaccounts, now)
+    if planned.error is None:
+        try:
+            planned.destination = normalise_destination(event.service, event.destination)
+            planned.rate, planned.matched = tariff_index(company.tariff).find(
+                event.service, planned.destination, event.occurred_at
+            )
+        except RatingError as rating_error:
+            planned.error = (rating_error.code, str(rating_error))
+    return planned
+
+
+def _ingest_planned(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcome]:
+    """All the batch's events in ONE database transaction, under its companies' row locks.
+
+    Event ids are unique per key across companies, and a concurrent batch for another
+    company may record one of the same ids between our check and our insert: then the
+    whole call rolls back and runs again, and the check sees that id. Each retry sees at
+    least one more committed id, so this ends.
+    """
+    for attempt in range(len(plans) + 1):
+        try:
+            with transaction.atomic():
+                return _ingest_locked(api_key, plans, now)
+        except IntegrityError:
+            if attempt == len(plans):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcome]:
+    chargeable = [planned for planned in plans if planned.error is None]
+    books = UsageBooks([planned.company for planned in chargeable], now)
+    # Checked under the locks: a concurrent replay of an id has committed by now.
+    existing = _records_by_event_id(api_key, [planned.event.id for planned in plans])
+    bundles = _Bundles(
+        [books.batches[pk].company for pk in books.batches],
+        [planned.event.occurred_at for planned in chargeable],
+    )
+    outcomes: dict[int, UsageOutcome] = {}
+    records: list[_Row] = []
+    records_by_company: dict[int, list[_Row]] = defaultdict(list)
+
+    for planned in plans:
+        event = planned.event
+        first = existing.get(event.id)
+        if first is not None:
+            outcomes[planned.index] = _duplicate(event, first)
+            continue
+        error = planned.error
+        batch = books.batches[planned.company.pk] if error is None else None
+        if batch is not None and batch.is_blocked:
+            company = batch.company
+            error = (
+                "account_blocked",
+                f"{company.account_code} is blocked: {company.blocked_reason or 'credit used up'}.",
+            )
+        price = None
+        if error is None:
+            rate = planned.rate
+            covering = bundles.covering(
+                batch.company, event.service, planned.destination, event.occurred_at
+            )
+            price = price_event(
+                service=event.service,
+                quantity=event.quantity,
+                unit_price=rate.price,
+                currency=batch.company.currency,
+                bundle_left=sum((counter.left for counter in covering), ZERO),
+                connection_fee=rate.connection_fee,
+                minimum=rate.minimum_seconds,
+                first=rate.first_increment,
+                increment=rate.next_increment,
+            )
+            if price.amount > MAX_EVENT_AMOUNT:
+                error = ("amount_too_large", "The charge of this event is too large to be real.")
+        if error is not None:
+            outcomes[planned.index] = _reject(event, error)
+            records.append(_Row(planned, error=error))
+            continue
+        first_counter = bundles.draw(covering, price.bundle_quantity)
+        taken, shortfall, balance = batch.charge(price.amount, event.service)
+        record = _Row(planned)
+        record.rate = rate
+        record.billed_quantity = price.billed_quantity
+        record.bundle_quantity = price.bundle_quantity
+        record.bundle_counter_id = first_counter.pk if first_counter else None
+        record.amount = taken
+        record.shortfall = shortfall or None
+        record.balance_after = balance
+        records.append(record)
+        records_by_company[planned.company.pk].append(record)
+        outcomes[planned.index] = UsageOutcome(
+            id=event.id,
+            status="charged",
+            charge=batch.money(taken),
+            bundle_quantity=price.bundle_quantity,
+            balance=batch.money(balance),
+        )
+
+    posts = {}
+    for company_id, company_records in records_by_company.items():
+        charged_ids = sorted(record.event_id for record in company_records)
+        digest = hashlib.sha256("\n".join(charged_ids).encode()).hexdigest()[:32]
+        posts[company_id] = {
+            "idempotency_key": f"usage:{api_key.pk}:{company_id}:{digest}",
+            "fingerprint_payload": {"key": api_key.pk, "company": company_id, "events": digest},
+            "description": _describe(company_records),
+            "metadata": {"events": len(charged_ids)},
+        }
+    transactions = books.post(posts)
+    for company_id, company_records in records_by_company.items():
+        transaction_ = transactions[company_id]
+        for record in company_records:
+            record.transaction_id = transaction_.pk if transaction_ else None
+    bundles.save()
+    bundles.start_first_use_fees(records)
+    # In event id order, so two batches inserting overlapping ids wait rather than deadlock.
+    records.sort(key=lambda record: record.event_id)
+    insert_rows(UsageRecord, RECORD_COLUMNS, (record.values(api_key.pk, now) for record in records))
     return outcomes
 
 
@@ -188,121 +288,7 @@ def _precheck(event, company, subaccounts, now) -> tuple[str, str] | None:
     return None
 
 
-def _ingest_company(*, api_key, company, events, subaccounts, now) -> dict[int, UsageOutcome]:
-    """One company's events under its row lock.
-
-    Event ids are unique per key across companies, and a concurrent batch for another
-    company may record one of the same ids between our check and our insert: then the
-    whole company batch rolls back and runs again, and the check sees that id. Each retry
-    sees at least one more committed id, so this ends.
-    """
-    for attempt in range(len(events) + 1):
-        try:
-            with transaction.atomic():
-                return _ingest_company_locked(
-                    api_key=api_key,
-                    company=company,
-                    events=events,
-                    subaccounts=subaccounts,
-                    now=now,
-                )
-        except IntegrityError:
-            if attempt == len(events):
-                raise
-    raise AssertionError("unreachable")
-
-
-def _ingest_company_locked(
-    *, api_key, company, events, subaccounts, now
-) -> dict[int, UsageOutcome]:
-    batch = UsageBatch(company, now)  # locks the company row
-    company = batch.company
-    outcomes: dict[int, UsageOutcome] = {}
-    existing = _records_by_event_id(api_key, [event.id for _, event, _ in events])
-    index = tariff_index(company.tariff)
-    bundles = _Bundles(company, [event.occurred_at for _, event, _ in events])
-    records: list[UsageRecord] = []
-    charged_ids: list[str] = []
-
-    for position, event, destination in events:
-        first = existing.get(event.id)
-        if first is not None:
-            outcomes[position] = _duplicate(event, first)
-            continue
-        if batch.is_blocked:
-            error = (
-                "account_blocked",
-                f"{company.account_code} is blocked: {company.blocked_reason or 'credit used up'}.",
-            )
-            outcomes[position] = _reject(event, error)
-            records.append(_record(api_key, event, company, subaccounts, now, error=error))
-            continue
-        try:
-            rate, matched = index.find(event.service, destination, event.occurred_at)
-        except RatingError as rating_error:
-            error = (rating_error.code, str(rating_error))
-            outcomes[position] = _reject(event, error)
-            records.append(_record(api_key, event, company, subaccounts, now, error=error))
-            continue
-        covering = bundles.covering(event.service, destination, event.occurred_at)
-        price = price_event(
-            service=event.service,
-            quantity=event.quantity,
-            unit_price=rate.price,
-            currency=company.currency,
-            bundle_left=sum((counter.left for counter in covering), ZERO),
-            connection_fee=rate.connection_fee,
-            minimum=rate.minimum_seconds,
-            first=rate.first_increment,
-            increment=rate.next_increment,
-        )
-        if price.amount > MAX_EVENT_AMOUNT:
-            error = ("amount_too_large", "The charge of this event is too large to be real.")
-            outcomes[position] = _reject(event, error)
-            records.append(_record(api_key, event, company, subaccounts, now, error=error))
-            continue
-        first_counter = bundles.draw(covering, price.bundle_quantity)
-        taken, shortfall, balance = batch.charge(price.amount, event.service)
-        charged_ids.append(event.id)
-        record = _record(api_key, event, company, subaccounts, now)
-        record.matched_destination = matched
-        record.rate_id = rate.id
-        record.unit_price = rate.price
-        record.connection_fee = rate.connection_fee
-        record.increments = rate.increments if event.service == "voice" else ""
-        record.billed_quantity = price.billed_quantity
-        record.bundle_quantity = price.bundle_quantity
-        record.bundle_counter = first_counter
-        record.amount = batch.money(taken)
-        record.shortfall = batch.money(shortfall) if shortfall else None
-        record.balance_after = batch.money(balance)
-        records.append(record)
-        outcomes[position] = UsageOutcome(
-            id=event.id,
-            status="charged",
-            charge=record.amount,
-            bundle_quantity=price.bundle_quantity,
-            balance=record.balance_after,
-        )
-
-    digest = hashlib.sha256("\n".join(sorted(charged_ids)).encode()).hexdigest()[:32]
-    ledger_transaction = batch.post(
-        idempotency_key=f"usage:{api_key.pk}:{company.pk}:{digest}",
-        fingerprint_payload={"key": api_key.pk, "company": company.pk, "events": digest},
-        description=_describe(records),
-        metadata={"events": len(charged_ids)},
-    )
-    for record in records:
-        if record.status == UsageRecord.Status.CHARGED:
-            record.transaction = ledger_transaction
-    bundles.save()
-    bundles.start_first_use_fees(records)
-    # In event id order, so two batches inserting overlapping ids wait rather than deadlock.
-    UsageRecord.objects.bulk_create(sorted(records, key=lambda record: record.event_id))
-    return outcomes
-
-
-def _describe(records: list[UsageRecord]) -> str:
+def _describe(records: list[_Row]) -> str:
     counts: dict[str, int] = defaultdict(int)
     for record in records:
         if record.status == UsageRecord.Status.CHARGED:
@@ -324,24 +310,81 @@ def _reject(event: UsageEvent, error: tuple[str, str]) -> UsageOutcome:
     return UsageOutcome(id=event.id, status="rejected", error_code=error[0], error_message=error[1])
 
 
-def _record(api_key, event, company, subaccounts, now, *, error=None) -> UsageRecord:
-    return UsageRecord(
-        api_key=api_key,
-        event_id=event.id,
-        account_code=event.account[:64],
-        company=company,
-        subaccount=subaccounts.get((company.pk, event.subaccount))
-        if company and event.subaccount
-        else None,
-        service=event.service[:16],
-        destination=(event.destination or "")[:32],
-        quantity=event.quantity,
-        occurred_at=event.occurred_at,
-        received_at=now,
-        status=UsageRecord.Status.REJECTED if error else UsageRecord.Status.CHARGED,
-        error_code=error[0] if error else "",
-        error_message=error[1][:300] if error else "",
-    )
+# The columns of a usage record as ``_Row.values`` lists them (written with ``insert_rows``).
+RECORD_COLUMNS = (
+    "api_key_id", "event_id", "account_code", "company_id", "subaccount_id", "service",
+    "destination", "quantity", "occurred_at", "received_at", "status", "error_code",
+    "error_message", "matched_destination", "rate_id", "unit_price", "connection_fee",
+    "increments", "billed_quantity", "bundle_quantity", "bundle_counter_id",
+    "amount_currency", "amount", "shortfall_currency", "shortfall",
+    "balance_after_currency", "balance_after", "transaction_id",
+)  # fmt: skip
+
+
+class _Row:
+    """A usage record to write: plain values, no model instance (a batch has a thousand)."""
+
+    __slots__ = (
+        "planned", "status", "error", "rate", "billed_quantity", "bundle_quantity",
+        "bundle_counter_id", "amount", "shortfall", "balance_after", "transaction_id",
+    )  # fmt: skip
+
+    def __init__(self, planned: _Planned, *, error: tuple[str, str] | None = None):
+        self.planned = planned
+        self.status = UsageRecord.Status.REJECTED if error else UsageRecord.Status.CHARGED
+        self.error = error
+        self.rate = None
+        self.billed_quantity = None
+        self.bundle_quantity = ZERO
+        self.bundle_counter_id = None
+        self.amount = self.shortfall = self.balance_after = None
+        self.transaction_id = None
+
+    @property
+    def event_id(self) -> str:
+        return self.planned.event.id
+
+    @property
+    def service(self) -> str:
+        return self.planned.event.service
+
+    @property
+    def occurred_at(self) -> datetime:
+        return self.planned.event.occurred_at
+
+    def values(self, api_key_id: int, now: datetime) -> tuple:
+        planned, event, rate, error = self.planned, self.planned.event, self.rate, self.error
+        currency = planned.company.currency if self.amount is not None else None
+        return (
+            api_key_id,
+            event.id,
+            event.account[:64],
+            planned.company.pk if planned.company else None,
+            planned.subaccount.pk if planned.subaccount and event.subaccount else None,
+            event.service[:16],
+            (event.destination or "")[:32],
+            event.quantity,
+            event.occurred_at,
+            now,
+            self.status,
+            error[0] if error else "",
+            error[1][:300] if error else "",
+            planned.matched if rate else "",
+            rate.id if rate else None,
+            rate.price if rate else None,
+            rate.connection_fee if rate else None,
+            rate.increments if rate and event.service == "voice" else "",
+            self.billed_quantity,
+            self.bundle_quantity,
+            self.bundle_counter_id,
+            currency,
+            self.amount,
+            currency if self.shortfall is not None else None,
+            self.shortfall,
+            currency,
+            self.balance_after,
+            self.transaction_id,
+        )
 
 
 class _Counter:
@@ -354,49 +397,61 @@ class _Counter:
 
 
 class _Bundles:
-    """The company's bundles and their counters for the periods the batch touches, locked."""
+    """The bundles of the batch's companies and their counters for the periods the batch
+    touches, locked (after the company rows: the lock order)."""
 
-    def __init__(self, company: Company, instants: list[datetime]):
-        self.company = company
-        self.tz = company.tzinfo
-        self.subscriptions = list(
-            Subscription.objects.filter(company=company)
+    def __init__(self, companies: list[Company], instants: list[datetime]):
+        self.subscriptions: dict[int, list[Subscription]] = defaultdict(list)
+        self.counters: dict[tuple[int, int, datetime], _Counter] = {}
+        self._plans_by_company: dict[int, list] = {}
+        self._periods: dict[int, list[tuple[datetime, datetime]]] = {}
+        if not companies or not instants:
+            return
+        for subscription in (
+            Subscription.objects.filter(company__in=companies)
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
             .select_related("plan")
             .prefetch_related("plan__bundles")
             .order_by("started_at", "id")
-        )
-        self.counters: dict[tuple[int, int, datetime], _Counter] = {}
-        if self.subscriptions:
+        ):
+            self.subscriptions[subscription.company_id].append(subscription)
+        subscriptions = [row for rows in self.subscriptions.values() for row in rows]
+        if subscriptions:
             # Lock only the counters (of=self): the joined Bundle rows are shared by every
             # company on the plan, and locking them too deadlocks concurrent batches.
             for row in (
                 BundleCounter.objects.select_for_update(of=("self",))
                 .select_related("bundle")
-                .filter(subscription__in=self.subscriptions, period_end__gt=min(instants))
+                .filter(subscription__in=subscriptions, period_end__gt=min(instants))
                 .order_by("pk")
             ):
                 self.counters[(row.subscription_id, row.bundle_id, row.period_start)] = _Counter(
                     row
                 )
 
-    def covering(self, service: str, destination: str, at: datetime) -> list[_Counter]:
+    def covering(
+        self, company: Company, service: str, destination: str, at: datetime
+    ) -> list[_Counter]:
         found = []
-        for subscription in self.subscriptions:
+        for subscription, bundles in self._plans(company.pk):
             if not subscription.is_live(at):
                 continue
-            for bundle in subscription.plan.bundles.all():
-                if bundle.service != service or not bundle.covers(destination):
+            period = None
+            for bundle, prefixes in bundles:
+                if bundle.service != service or (
+                    prefixes and not (destination or "").upper().startswith(prefixes)
+                ):
                     continue
-                start, end, _ = monthly_period(subscription.started_at, at, self.tz)
-                key = (subscription.pk, bundle.pk, start)
+                if period is None:
+                    period = self._period(subscription, at, company.tzinfo)
+                key = (subscription.pk, bundle.pk, period[0])
                 if key not in self.counters:
                     row, _ = BundleCounter.objects.get_or_create(
                         subscription=subscription,
                         bundle=bundle,
-                        period_start=start,
-                        defaults={"period_end": end},
+                        period_start=period[0],
+                        defaults={"period_end": period[1]},
                     )
                     row.bundle = bundle
                     self.counters[key] = _Counter(
@@ -406,6 +461,34 @@ class _Bundles:
                     )
                 found.append(self.counters[key])
         return found
+
+    def _plans(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
+        """The company's subscriptions with their bundles and destination prefixes (read
+        once per batch, not once per event)."""
+        plans = self._plans_by_company.get(company_id)
+        if plans is None:
+            plans = self._plans_by_company[company_id] = [
+                (
+                    subscription,
+                    [
+                        (bundle, tuple(bundle.destination_list))
+                        for bundle in subscription.plan.bundles.all()
+                    ],
+                )
+                for subscription in self.subscriptions.get(company_id, ())
+            ]
+        return plans
+
+    def _period(self, subscription: Subscription, at: datetime, tz) -> tuple[datetime, datetime]:
+        """The subscription's monthly period holding ``at``; a batch's events mostly fall in
+        one or two periods, so those found are kept."""
+        known = self._periods.setdefault(subscription.pk, [])
+        for start, end in known:
+            if start <= at < end:
+                return start, end
+        start, end, _ = monthly_period(subscription.started_at, at, tz)
+        known.append((start, end))
+        return start, end
 
     def draw(self, counters: list[_Counter], quantity: Decimal) -> BundleCounter | None:
         """Take ``quantity`` from the counters in order; returns the first one drawn from."""
@@ -423,11 +506,12 @@ class _Bundles:
             first = first or counter.row
         return first
 
-    def start_first_use_fees(self, records: list[UsageRecord]) -> None:
+    def start_first_use_fees(self, records: list[_Row]) -> None:
         """A PAYGO plan billed from first use starts its monthly fee at the first usage."""
         waiting = [
             subscription
-            for subscription in self.subscriptions
+            for subscriptions in self.subscriptions.values()
+            for subscription in subscriptions
             if subscription.fee_anchor_at is None
             and subscription.plan.is_paygo
             and subscription.plan.fee_starts == subscription.plan.FeeStart.FIRST_USE
@@ -443,6 +527,12 @@ class _Bundles:
                 subscription_first_use(subscription=subscription, at=min(used))
 
     def save(self) -> None:
-        changed = [counter.row for counter in self.counters.values() if counter.dirty]
-        if changed:
-            BundleCounter.objects.bulk_update(changed, ["used"])
+        update_column(
+            BundleCounter,
+            "used",
+            {
+                counter.row.pk: counter.row.used
+                for counter in self.counters.values()
+                if counter.dirty
+            },
+        )
