@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -121,6 +121,7 @@ class _Planned:
     destination: str = ""
     rate: object = None
     matched: str = ""
+    counter_keys: list = field(default_factory=list)  # the bundle counters it draws from
 
 
 def _plan(index, event, company, subaccounts, now) -> _Planned:
@@ -165,6 +166,7 @@ def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcom
         [books.batches[pk].company for pk in books.batches],
         [planned.event.occurred_at for planned in chargeable],
     )
+    bundles.prepare(chargeable)
     outcomes: dict[int, UsageOutcome] = {}
     records: list[_Row] = []
     records_by_company: dict[int, list[_Row]] = defaultdict(list)
@@ -186,9 +188,7 @@ def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcom
         price = None
         if error is None:
             rate = planned.rate
-            covering = bundles.covering(
-                batch.company, event.service, planned.destination, event.occurred_at
-            )
+            covering = bundles.covering(planned)
             price = price_event(
                 service=event.service,
                 quantity=event.quantity,
@@ -430,37 +430,54 @@ class _Bundles:
                     row
                 )
 
-    def covering(
-        self, company: Company, service: str, destination: str, at: datetime
-    ) -> list[_Counter]:
-        found = []
-        for subscription, bundles in self._plans(company.pk):
-            if not subscription.is_live(at):
-                continue
-            period = None
-            for bundle, prefixes in bundles:
-                if bundle.service != service or (
-                    prefixes and not (destination or "").upper().startswith(prefixes)
-                ):
+    def prepare(self, plans: list[_Planned]) -> None:
+        """Find the counters each event draws from; start the missing ones (a new period)
+        in one insert, and lock them in one query."""
+        starts: dict[tuple[int, int, datetime], tuple[Subscription, Bundle, datetime]] = {}
+        for planned in plans:
+            keys = planned.counter_keys = []
+            at = planned.event.occurred_at
+            for subscription, bundles in self._plans(planned.company.pk):
+                if not subscription.is_live(at):
                     continue
-                if period is None:
-                    period = self._period(subscription, at, company.tzinfo)
-                key = (subscription.pk, bundle.pk, period[0])
-                if key not in self.counters:
-                    row, _ = BundleCounter.objects.get_or_create(
-                        subscription=subscription,
-                        bundle=bundle,
-                        period_start=period[0],
-                        defaults={"period_end": period[1]},
-                    )
-                    row.bundle = bundle
-                    self.counters[key] = _Counter(
-                        BundleCounter.objects.select_for_update(of=("self",))
-                        .select_related("bundle")
-                        .get(pk=row.pk)
-                    )
-                found.append(self.counters[key])
-        return found
+                period = None
+                for bundle, prefixes in bundles:
+                    if bundle.service != planned.event.service or (
+                        prefixes and not planned.destination.upper().startswith(prefixes)
+                    ):
+                        continue
+                    if period is None:
+                        period = self._period(subscription, at, planned.company.tzinfo)
+                    key = (subscription.pk, bundle.pk, period[0])
+                    keys.append(key)
+                    if key not in self.counters:
+                        starts[key] = (subscription, bundle, period[1])
+        if not starts:
+            return
+        BundleCounter.objects.bulk_create(
+            [
+                BundleCounter(
+                    subscription=subscription, bundle=bundle, period_start=key[2], period_end=end
+                )
+                for key, (subscription, bundle, end) in starts.items()
+            ],
+            ignore_conflicts=True,  # a concurrent call for the same company started it first
+        )
+        for row in (
+            BundleCounter.objects.select_for_update(of=("self",))
+            .select_related("bundle")
+            .filter(
+                subscription__in={subscription for subscription, _, _ in starts.values()},
+                period_start__in={key[2] for key in starts},
+            )
+            .order_by("pk")
+        ):
+            key = (row.subscription_id, row.bundle_id, row.period_start)
+            if key in starts:
+                self.counters[key] = _Counter(row)
+
+    def covering(self, planned: _Planned) -> list[_Counter]:
+        return [self.counters[key] for key in planned.counter_keys]
 
     def _plans(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
         """The company's subscriptions with their bundles and destination prefixes (read
