@@ -4,11 +4,13 @@ Guarantees of ``usage_ingest``:
 
 - Each event id is handled once per API key, whatever its outcome: a replay (also a
   concurrent one) answers ``duplicate`` with the first result, its charge or its error.
-- Events are handled in the order given, all in one database transaction: the rows of the
-  batch's companies are locked in id order (so concurrent calls never wait in a cycle),
-  then their credit lots and bundle counters, and every table is read and written with
-  one statement for the whole batch. A prepaid company whose credit runs out mid-batch is
-  charged what is left for that event, blocked, and its later events are ``rejected``.
+- Events are handled in the order given, in one database transaction per group of up to
+  ``COMPANIES_PER_TRANSACTION`` companies: the group's company rows are locked in id order
+  (so concurrent calls never wait in a cycle), then their credit lots and bundle counters,
+  and every table is read and written with one statement for the whole group. A call cut
+  off between groups has charged whole companies; its replay charges the rest. A prepaid
+  company whose credit runs out mid-batch is charged what is left for that event, blocked,
+  and its later events are ``rejected``.
 - One ledger transaction per company and batch holds the money of that company's events
   (summed by lot and service); every usage record keeps its own amount, shortfall, rate
   and bundle units, and links to the transaction.
@@ -39,6 +41,10 @@ from .recurring import subscription_first_use
 ZERO = Decimal(0)
 # Events stamped further ahead than this are refused: a clock that wrong is a bug upstream.
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# Companies per database transaction of a call. The busiest companies are in every batch,
+# and concurrent calls lock companies in id order: in groups, a second call works on the
+# first group while the first call is on its next one, instead of waiting for all of it.
+COMPANIES_PER_TRANSACTION = 64
 # No single event costs this much (10^12 of any currency); the ledger's columns hold 10^15.
 MAX_EVENT_AMOUNT = Decimal(10) ** 12
 
@@ -93,7 +99,9 @@ def usage_ingest(
         company = companies.get(event.account)
         plans.append(_plan(index, event, company, subaccounts, now))
 
-    outcomes = _ingest_planned(api_key, plans, now)
+    outcomes: dict[int, UsageOutcome] = {}
+    for chunk in _chunks(plans):
+        outcomes.update(_ingest_planned(api_key, chunk, now))
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
@@ -139,8 +147,29 @@ def _plan(index, event, company, subaccounts, now) -> _Planned:
     return planned
 
 
+def _chunks(plans: list[_Planned]) -> list[list[_Planned]]:
+    """The events in groups of at most ``COMPANIES_PER_TRANSACTION`` companies, by company
+    id, each company's events in their order; events refused before any lock go with the
+    first group."""
+    by_company: dict[int, list[_Planned]] = defaultdict(list)
+    refused = []
+    for planned in plans:
+        if planned.error is None:
+            by_company[planned.company.pk].append(planned)
+        else:
+            refused.append(planned)
+    ids = sorted(by_company)
+    size = COMPANIES_PER_TRANSACTION
+    chunks = [
+        [planned for pk in ids[start : start + size] for planned in by_company[pk]]
+        for start in range(0, len(ids), size)
+    ] or [[]]
+    chunks[0] += refused
+    return chunks
+
+
 def _ingest_planned(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcome]:
-    """All the batch's events in ONE database transaction, under its companies' row locks.
+    """One group's events in ONE database transaction, under its companies' row locks.
 
     Event ids are unique per key across companies, and a concurrent batch for another
     company may record one of the same ids between our check and our insert: then the

@@ -657,3 +657,65 @@ def test_an_event_with_no_rate_is_refused_but_the_rest_of_the_batch_is_charged(c
         ("charged", 0, "3", None),
     ]
     assert_transaction_matches_its_records(LedgerTransaction.objects.get(kind="usage"))
+
+
+def test_a_call_over_more_companies_than_one_group_charges_every_company_once(
+    client, tariff, key, monkeypatch
+):
+    from billing.services import usage
+
+    monkeypatch.setattr(usage, "COMPANIES_PER_TRANSACTION", 2)
+    _, raw = key
+    codes = [f"co{n}" for n in range(5)]
+    for code in codes:
+        grant(CompanyFactory(account_code=code, tariff=tariff), 1000, now=NOW)
+    # Interleaved companies, and one event refused before any lock.
+    events = [sms(f"{code}-{i}", account=code, subaccount=None) for i in range(2) for code in codes]
+    events.append(sms("ghost", account="nobody", subaccount=None))
+    results = post(client, raw, events)
+
+    assert [r["status"] for r in results] == ["charged"] * 10 + ["rejected"]
+    for code in codes:
+        company = Company.objects.get(account_code=code)
+        # Each company's events in order, in one ledger transaction of its own.
+        mine = [r for r in results if r["id"].startswith(f"{code}-")]
+        assert [r["balance"]["amount"] for r in mine] == ["997", "994"]
+        assert LedgerTransaction.objects.filter(company=company, kind="usage").count() == 1
+    # A replay touches nothing and answers every event from its record.
+    replay = post(client, raw, events)
+    assert [r["status"] for r in replay] == ["duplicate"] * 11
+    assert [r["balance"] for r in replay] == [r["balance"] for r in results]
+
+
+def test_a_call_cut_off_between_groups_keeps_whole_companies_and_its_replay_charges_the_rest(
+    client, tariff, key, monkeypatch
+):
+    from billing.services import usage
+
+    monkeypatch.setattr(usage, "COMPANIES_PER_TRANSACTION", 1)
+    _, raw = key
+    first, second = (CompanyFactory(account_code=code, tariff=tariff) for code in ("c1", "c2"))
+    grant(first, 1000, now=NOW)
+    grant(second, 1000, now=NOW)
+    events = [sms(f"{c}-{i}", account=c, subaccount=None) for c in ("c1", "c2") for i in range(2)]
+
+    real = usage._ingest_locked
+    calls = []
+
+    def crash_on_the_second_group(api_key, plans, now):
+        calls.append(plans[0].company.account_code)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        return real(api_key, plans, now)
+
+    monkeypatch.setattr(usage, "_ingest_locked", crash_on_the_second_group)
+    with pytest.raises(RuntimeError):
+        post(client, raw, events)
+    assert UsageRecord.objects.filter(company=first).count() == 2
+    assert not UsageRecord.objects.filter(company=second).exists()
+
+    monkeypatch.setattr(usage, "_ingest_locked", real)
+    results = post(client, raw, events)
+    assert [r["status"] for r in results] == ["duplicate", "duplicate", "charged", "charged"]
+    assert company_balance(first) == jpy(994)
+    assert company_balance(second) == jpy(994)
