@@ -13,17 +13,19 @@ a monthly fee, three DIDs, and a monthly service fee or a seat fee. The rows hol
 services would write (``subscription_order``, ``phone_number_assign``, ``service_fee_add``,
 ``seat_fee_set``): ``next_charge_at`` is the start. It measures:
 
-(1) the daily run: ``companies_with_charges_due`` finds the companies (the beat task's
-    fan-out) and worker processes, each with its own connection, charge them with
-    ``recurring_charge_company``, the companies split by id modulo the number of workers
-    (Celery workers consuming ``recurring_charge_one``): 50,000 charges;
+(1) the daily run: ``companies_with_charges_due`` finds the companies and cuts them into
+    batches of ``--batch`` (the beat task's fan-out), and worker processes, each with its
+    own connection, charge the batches with ``recurring_charge_companies``, one database
+    transaction each, handed out in turn (Celery workers consuming
+    ``recurring_charge_batch``): 50,000 charges;
 (2) the same run again, now that nothing is due;
-(3) for reference, every company's task delivered again anyway: nothing is charged twice.
+(3) for reference, every batch's task delivered again anyway: nothing is charged twice.
 
 Before (1) a sample of other companies, set up the same way, is charged in this process to
-count the SQL statements one company costs. At the end there must be exactly one
-``RecurringCharge`` per item and period, each posted to the ledger, and the books must
-reconcile. See bench/README.md for what each figure means.
+count the SQL statements: one company alone (``recurring_charge_company``, as the admin's
+"run now"), then the others in batches, as the task charges them. At the end there must
+be exactly one ``RecurringCharge`` per item and period, each posted to the ledger, and the
+books must reconcile. See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -68,10 +70,12 @@ class Sizes:
     companies: int  # companies charged in the measured run
     workers: int  # worker processes
     sample: int  # other companies charged first, in this process, to count statements
+    batch: int  # companies per task and database transaction (TOLLGATE_RECURRING_BATCH)
 
 
-DEFAULT_SIZES = Sizes(companies=10_000, workers=2, sample=50)
-QUICK_SIZES = Sizes(companies=1_000, workers=2, sample=20)
+# sample and batch: 0 means one company plus one batch, and the project's batch setting.
+DEFAULT_SIZES = Sizes(companies=10_000, workers=2, sample=0, batch=0)
+QUICK_SIZES = Sizes(companies=1_000, workers=2, sample=0, batch=0)
 
 
 @dataclass(frozen=True)
@@ -142,14 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connections
     from django.utils import timezone
 
+    sizes = replace(sizes, batch=sizes.batch or settings.TOLLGATE_RECURRING_BATCH)
+    sizes = replace(sizes, sample=sizes.sample or sizes.batch + 2)
     print(
         f"Tollgate recurring bench: {server_info}; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, DEBUG={settings.DEBUG}; {_load_note()}"
     )
     print(
         f"sizes: {sizes.companies:,} companies x {ITEMS_PER_COMPANY} items = "
-        f"{sizes.companies * ITEMS_PER_COMPANY:,} charges, {sizes.workers} processes; "
-        f"{sizes.sample} sample companies for the statement count"
+        f"{sizes.companies * ITEMS_PER_COMPANY:,} charges, {sizes.workers} processes, "
+        f"{sizes.batch} companies per task; {sizes.sample} sample companies for the "
+        "statement count"
     )
     started = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     sample_ids, run_ids, summary = _setup(sizes, instant)
     print(f"setup in bulk in {time.perf_counter() - started:.1f} s: {summary}")
-    for line in _probe_queries(sample_ids, instant):
+    for line in _probe_queries(sample_ids, instant, sizes.batch):
         print(line)
     print(_connection_cost())
     db_conninfo = conninfo(settings.DATABASES["default"])
@@ -169,15 +176,11 @@ def main(argv: list[str] | None = None) -> int:
 
     run_target = TARGET_RUN_SECONDS * sizes.companies / TARGET_COMPANIES
     figures = [
-        _measure("(1) daily run", sizes.workers, instant, server_local, target=run_target),
+        _measure("(1) daily run", sizes, instant, server_local, target=run_target),
         _measure(
-            "(2) nothing due",
-            sizes.workers,
-            instant,
-            server_local,
-            target=TARGET_NOTHING_DUE_SECONDS,
+            "(2) nothing due", sizes, instant, server_local, target=TARGET_NOTHING_DUE_SECONDS
         ),
-        _measure("(3) every company again", sizes.workers, instant, server_local, every=run_ids),
+        _measure("(3) every company again", sizes, instant, server_local, every=run_ids),
     ]
     ok = _verify(figures, sizes, sample_ids, run_ids, instant)
     _print_table(figures, sizes)
@@ -198,7 +201,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1,000 companies (under a minute)")
     parser.add_argument("--companies", type=int, help="companies charged in the measured run")
     parser.add_argument("--workers", type=int, help="worker processes")
-    parser.add_argument("--sample", type=int, help="companies charged to count statements")
+    parser.add_argument(
+        "--sample", type=int, help="companies charged to count statements (default: batch + 2)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help="companies per task and database transaction (default: TOLLGATE_RECURRING_BATCH)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help=f"keep the {BENCH_DB} database after the run"
     )
@@ -365,7 +375,7 @@ def _setup(sizes: Sizes, instant: datetime) -> tuple[list[int], list[int], str]:
 
 
 def _charge_one(company_id: int, instant: datetime) -> int:
-    """What the ``recurring_charge_one`` task does with the id it is given, at ``instant``."""
+    """One company alone, at ``instant``: what the admin's "run now" does."""
     from accounts.models import Company
     from billing.services.recurring import recurring_charge_company
 
@@ -375,50 +385,88 @@ def _charge_one(company_id: int, instant: datetime) -> int:
     return len(recurring_charge_company(company=company, as_of=instant, now=instant))
 
 
-def _probe_queries(sample_ids: list[int], instant: datetime) -> list[str]:
-    """SQL statements per company over the sample companies, as the task runs them; then
-    for one of them again (nothing due), and for the fan-out query.
+def _charge_batch(company_ids: list[int], instant: datetime) -> int:
+    """What the ``recurring_charge_batch`` task does with the ids it is given, at ``instant``."""
+    from billing.services.recurring import recurring_charge_companies
+
+    return recurring_charge_companies(company_ids=company_ids, as_of=instant, now=instant)
+
+
+def _probe_queries(sample_ids: list[int], instant: datetime, batch: int) -> list[str]:
+    """SQL statements: for the first two sample companies charged alone (the first also
+    creates the system revenue accounts, which every later company finds), then for the
+    others in batches as the task charges them; then for a batch again (nothing due), and
+    for the fan-out query.
 
     Each sample company opens its customer ledger account, as every company of the run
-    does; the first one also creates the system revenue accounts, which the run's
-    companies then find."""
+    does."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from billing.services.recurring import companies_with_charges_due
+    from billing.services.recurring import companies_with_charges_due, in_batches
 
-    counts: Counter = Counter()
-    shapes: dict[int, Counter] = {}
-    for company_id in sample_ids:
+    alone = []
+    copies_logged(connection)
+    for company_id in sample_ids[:2]:
         with CaptureQueriesContext(connection) as queries:
             charged = _charge_one(company_id, instant)
         if charged != ITEMS_PER_COMPANY:
             raise SystemExit(f"recurring_run: sample company {company_id} got {charged} charges")
-        counts[len(queries)] += 1
-        shapes[len(queries)] = Counter(_statement_shape(query["sql"]) for query in queries)
+        alone.append(queries)
+    batches = []
+    for ids in in_batches(sample_ids[2:], batch):
+        with CaptureQueriesContext(connection) as queries:
+            charged = _charge_batch(ids, instant)
+        if charged != ITEMS_PER_COMPANY * len(ids):
+            raise SystemExit(f"recurring_run: a sample batch got {charged} charges")
+        batches.append((ids, queries))
+    ids, queries = max(batches, key=lambda pair: len(pair[0]))
     with CaptureQueriesContext(connection) as again:
-        if _charge_one(sample_ids[-1], instant):
+        if _charge_batch(ids, instant):
             raise SystemExit("recurring_run: a sample company was charged twice")
     with CaptureQueriesContext(connection) as fanout:
         companies_with_charges_due(instant)
-    typical = counts.most_common(1)[0][0]
-    spread = ", ".join(f"{n} for {companies}" for n, companies in sorted(counts.items()))
-    listed = ", ".join(
-        f"{n} x {shape}" if n > 1 else shape for shape, n in shapes[typical].most_common()
-    )
     return [
-        f"SQL statements per company (the task's fetch and recurring_charge_company, "
-        f"{ITEMS_PER_COMPANY} charges, BEGIN and COMMIT included), over {len(sample_ids)} "
-        f"sample companies: {spread}",
-        f"    one of {typical}: {listed}",
-        f"the same company again, nothing due: {len(again)} statements; "
+        f"SQL statements per batch (recurring_charge_batch: recurring_charge_companies, "
+        f"BEGIN and COMMIT included), {len(ids)} companies x {ITEMS_PER_COMPANY} charges: "
+        f"{len(queries)} = {len(queries) / len(ids):.2f} per company",
+        f"    {_shapes(queries)}",
+        f"one company alone (recurring_charge_company, as the admin's run now): "
+        f"{len(alone[1])} statements (the first sample company, which also creates the "
+        f"revenue accounts: {len(alone[0])})",
+        f"    {_shapes(alone[1])}",
+        f"the same batch again, nothing due: {len(again)} statements; "
         f"companies_with_charges_due: {len(fanout)} statements",
     ]
 
 
+def copies_logged(connection) -> None:
+    """Log each COPY in Django's query log too. ``billing.bulk.insert_rows`` writes many
+    rows with COPY through the psycopg cursor, around Django's log, and the statement
+    counts would miss it."""
+    import psycopg
+
+    copy = psycopg.Cursor.copy
+    if getattr(copy, "logged", False):
+        return
+
+    def logged_copy(self, statement, *args, **kwargs):
+        if connection.queries_logged:
+            connection.queries_log.append({"sql": str(statement), "time": "0.000"})
+        return copy(self, statement, *args, **kwargs)
+
+    logged_copy.logged = True
+    psycopg.Cursor.copy = logged_copy
+
+
+def _shapes(queries) -> str:
+    shapes = Counter(_statement_shape(query["sql"]) for query in queries)
+    return ", ".join(f"{n} x {shape}" if n > 1 else shape for shape, n in shapes.most_common())
+
+
 def _statement_shape(sql: str) -> str:
     verb = sql.split(None, 1)[0].upper()
-    match = re.search(r'(?:FROM|INTO|UPDATE)\s+"(\w+)"', sql)
+    match = re.search(r'(?:FROM|INTO|UPDATE|COPY)\s+"(\w+)"', sql)
     table = match.group(1) if match else ""
     lock = " FOR UPDATE" if "FOR UPDATE" in sql else ""
     return f"{verb} {table}{lock}".strip()
@@ -426,9 +474,9 @@ def _statement_shape(sql: str) -> str:
 
 def _connection_cost() -> str:
     """How long Django takes to open a database connection and run a first query. Celery's
-    Django fixup closes every connection before and after each task (``CONN_MAX_AGE`` does
-    not stop it; ``CELERY_DB_REUSE_MAX`` or a pool does), so each ``recurring_charge_one``
-    would pay this on top of what the workers here measure."""
+    Django fixup closes every connection before and after each task unless
+    ``CELERY_DB_REUSE_MAX`` is set (as it is in the settings), so a task would pay this on
+    top of what the workers here measure."""
     from django.db import connection
 
     from accounts.models import Company
@@ -450,7 +498,7 @@ def _connection_cost() -> str:
 
 def _measure(
     name: str,
-    workers: int,
+    sizes: Sizes,
     instant: datetime,
     server_local: bool,
     *,
@@ -458,19 +506,21 @@ def _measure(
     target: float | None = None,
 ) -> Figure:
     """Fork the workers; once all are connected, find the companies due (or take ``every``),
-    hand each worker the ids equal to its number modulo ``workers`` and wait for them."""
+    cut them into batches and queue them; each worker takes the next batch when it is done
+    with one (as Celery workers with a prefetch of one do). Wait for them."""
     from django.db import connection, connections
 
-    from billing.services.recurring import companies_with_charges_due
+    from billing.services.recurring import companies_with_charges_due, in_batches
 
+    workers = sizes.workers
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
-    inboxes = [ctx.SimpleQueue() for _ in range(workers)]
+    queue = ctx.SimpleQueue()
     results = ctx.SimpleQueue()
     processes = [
         ctx.Process(
             target=_worker,
-            args=(index, instant, server_local, barrier, inboxes[index], results),
+            args=(index, instant, server_local, barrier, queue, results),
             daemon=True,
         )
         for index in range(workers)
@@ -485,9 +535,12 @@ def _measure(
     machine = _machine_cpu()
     started = time.perf_counter()
     ids = companies_with_charges_due(instant) if every is None else list(every)
+    batches = in_batches(ids, sizes.batch)
     fanout = time.perf_counter() - started
-    for index, inbox in enumerate(inboxes):
-        inbox.put([pk for pk in ids if pk % workers == index])
+    for batch in batches:
+        queue.put(batch)
+    for _ in processes:
+        queue.put(None)
     stats = [results.get() for _ in processes]
     machine = None if machine is None else _machine_cpu() - machine
     for process in processes:
@@ -515,7 +568,7 @@ def _measure(
     return figure
 
 
-def _worker(index: int, instant: datetime, server_local: bool, barrier, inbox, results) -> None:
+def _worker(index: int, instant: datetime, server_local: bool, barrier, queue, results) -> None:
     import traceback
 
     from django.db import connection, connections
@@ -525,10 +578,12 @@ def _worker(index: int, instant: datetime, server_local: bool, barrier, inbox, r
         timer = _CommitTimer(connection)
         backend_pid = connection.connection.info.backend_pid if server_local else None
         barrier.wait(timeout=300)
-        ids = inbox.get()
         clock = _Clock(backend_pid)
-        charges = sum(_charge_one(company_id, instant) for company_id in ids)
-        stats = clock.stop(len(ids), charges, timer.seconds)
+        companies = charges = 0
+        while (batch := queue.get()) is not None:
+            companies += len(batch)
+            charges += _charge_batch(batch, instant)
+        stats = clock.stop(companies, charges, timer.seconds)
         connections.close_all()
         results.put(stats)
     except BaseException:

@@ -5,7 +5,9 @@ Guarantees of every public function here:
 
 - Atomic and keyword-only; the clock is the ``now`` argument (default: the current time).
 - Lock order: the company row (``accounts.services.lock_company``), then its credit lots.
-  Nothing here calls the network, so no lock is held across one.
+  A transaction over many companies (a usage batch, a recurring run) locks all their rows
+  first, in id order (``lock_companies``), then their lots. Nothing here calls the
+  network, so no lock is held across one.
 - Idempotent: every transaction has a unique idempotency key. The same key with the same
   request returns the first result (``duplicate=True``); with a different request it raises
   ``IdempotencyConflict``. Concurrent posts of one key serialise on the company row lock and
@@ -38,7 +40,7 @@ from django.utils import timezone
 from djmoney.money import Money
 
 from accounts.models import Company, CompanyBlock
-from accounts.services import company_block, company_unblock, lock_company
+from accounts.services import company_block, company_unblock, lock_companies, lock_company
 
 from ..bulk import insert_rows, reserve_ids, update_column
 from ..exceptions import (
@@ -1045,8 +1047,6 @@ def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBoo
     """One book per company, in the order given, with one query per table for all of them:
     the company rows locked in id order, their customer accounts (those missing created,
     as ``_CompanyBook`` would), then their spendable lots locked (the ledger's lock order)."""
-    from accounts.services import lock_companies
-
     locked = {company.pk: company for company in lock_companies([c.pk for c in companies])}
     missing = [company.pk for company in companies if company.pk not in locked]
     if missing:
@@ -1389,3 +1389,104 @@ def _posting_lot_id(posting: LedgerPosting) -> int | None:
 
 def _money_columns(value: Money | None) -> tuple[str | None, Decimal | None]:
     return (None, None) if value is None else (str(value.currency), value.amount)
+
+
+# --- Statements (invoicing): credits applied and tax, for many companies at once ------------
+
+
+@dataclass(frozen=True)
+class StatementEntry:
+    """One amount a statement run posts: ``amount`` > 0 credits the company (an invoice
+    credit, a credit note), < 0 charges it (tax). ``counter`` is the system account on the
+    other side, as (kind, code): e.g. (voucher, "voucher") or (tax, "tax")."""
+
+    amount: Money
+    kind: str
+    counter: tuple[str, str]
+    idempotency_key: str
+    description: str
+    effective_at: datetime | None = None
+    cause: models.Model | None = None
+    actor: object = None
+    metadata: dict = field(default_factory=dict)
+
+
+@transaction.atomic
+def statement_entries_post(
+    *,
+    entries: Sequence[tuple[Company, Sequence[StatementEntry]]],
+    now: datetime | None = None,
+) -> list[list[LedgerTransaction]]:
+    """Post the credits and charges of statements for many companies in one database
+    transaction: one list of transactions per (company, entries) pair, in order.
+
+    A credit goes to the plain balance (postpaid) or into an adjustment lot (prepaid); a
+    charge spends lots first, then takes a postpaid balance negative, and may not exceed a
+    prepaid company's credit (``InsufficientCredit``). Idempotent per key, like every
+    posting here (the same key and request returns the first transaction). Lock order: the
+    company rows in id order, then their spendable lots (``_open_books``); a fixed number
+    of statements whatever the number of companies. Raises ``InvalidAmount`` (zero, too
+    many decimals, another currency), ``IdempotencyConflict`` and ``ValueError`` for a
+    company listed twice.
+    """
+    now = now or timezone.now()
+    companies = [company for company, _ in entries]
+    if len({company.pk for company in companies}) != len(companies):
+        raise ValueError("A company appears twice; give all its entries at once.")
+    books = _open_books(companies, now)
+    fingerprints: dict[str, str] = {}
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    for book, (_, items) in zip(books, entries, strict=True):
+        for entry in items:
+            if entry.amount.amount == 0:
+                raise InvalidAmount("A statement entry of zero changes nothing.")
+            book.check_amount(Money(abs(entry.amount.amount), entry.amount.currency))
+            fingerprint = _fingerprint(
+                op="statement",
+                company=book.company.pk,
+                kind=entry.kind,
+                amount=entry.amount.amount,
+                counter=entry.counter[1],
+            )
+            if fingerprints.setdefault(entry.idempotency_key, fingerprint) != fingerprint:
+                raise IdempotencyConflict(
+                    f"The idempotency key “{entry.idempotency_key}” appears twice in the batch "
+                    "for different entries."
+                )
+            wanted.setdefault(book.currency, set()).add(entry.counter)
+    existing = _existing_transactions(fingerprints)
+    counters = {currency: _system_accounts(codes, currency) for currency, codes in wanted.items()}
+    results: list[list[LedgerTransaction]] = []
+    for book, (_, items) in zip(books, entries, strict=True):
+        posted = []
+        for entry in items:
+            if entry.idempotency_key in existing:
+                posted.append(existing[entry.idempotency_key])
+                continue
+            value = entry.amount.amount
+            if value > 0:
+                customer = book.credit(value, source=Source.ADJUSTMENT)
+            else:
+                customer, shortfall = book.debit(-value)
+                if shortfall:
+                    raise InsufficientCredit(
+                        f"Only {book.money(-value - shortfall)} of credit is available for "
+                        f"{book.money(-value)} ({entry.description})."
+                    )
+            counter = counters[book.currency][entry.counter[1]]
+            transaction_ = book.add_transaction(
+                kind=entry.kind,
+                idempotency_key=entry.idempotency_key,
+                fingerprint=fingerprints[entry.idempotency_key],
+                description=entry.description,
+                actor=entry.actor,
+                cause=entry.cause,
+                metadata=entry.metadata,
+                effective_at=entry.effective_at,
+                postings=[*customer, (counter, -value, None)],
+            )
+            existing[entry.idempotency_key] = transaction_
+            posted.append(transaction_)
+        results.append(posted)
+    _flush_books(books)
+    return results

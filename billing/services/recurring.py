@@ -1,12 +1,15 @@
 """Recurring and one-time fees: plan fees and activation, DIDs, seats, service fees.
 
-Guarantees of ``recurring_charge_company``:
+Guarantees of ``recurring_charge_company`` (one company) and ``recurring_charge_companies``
+(a batch of companies in one database transaction, what the scheduled task runs):
 
-- Exactly once per (item, period): the company row is locked first (the ledger's lock
-  order), due periods are read from each item's ``next_charge_at`` under that lock, every
-  charge is a ``RecurringCharge`` unique per (item key, period number), and its ledger
-  transaction has the idempotency key ``recurring:<item key>:<period number>``. Running it
-  twice, or in two workers at once, leaves one charge per period.
+- Exactly once per (item, period): the company rows are locked first, in id order (the
+  ledger's lock order), due periods are read from each item's ``next_charge_at`` under
+  those locks, every charge is a ``RecurringCharge`` unique per (item key, period number),
+  and its ledger transaction has the idempotency key ``recurring:<item key>:<period
+  number>``. Running it twice, or in two workers at once, leaves one charge per period.
+- A batch that fails is charged again one company per transaction, so a company whose
+  charge is refused does not hold up the others.
 - Catch-up: every period that started at or before ``as_of`` is charged, oldest first.
 - Periods are half-open and computed in the company's billing time zone (``periods``):
   monthly on the day of the month the item started, clamped to the month's last day; or
@@ -15,18 +18,21 @@ Guarantees of ``recurring_charge_company``:
   shortfall and the company is blocked (the ledger's rules).
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
-from accounts.services import lock_company
+from accounts.services import lock_companies, lock_company
 
+from ..bulk import insert_rows
 from ..exceptions import BillingError, InvalidAmount, NumberInUse
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
 from ..money import quantize_amount
@@ -35,6 +41,7 @@ from . import ledger
 
 Item = RecurringCharge.Item
 Kind = ledger.Kind
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,32 +76,66 @@ def _periods(anchor, start_from, until, ended_at, tz, weekly=False):
         at = end
 
 
-def _active_seats(company: Company, at: datetime) -> int:
-    return (
-        Subaccount.objects.filter(company=company, created_at__lte=at)
-        .filter(Q(is_active=True) | Q(deactivated_at__gt=at))
-        .count()
-    )
+def _seat_counter(companies: list[Company], bound: datetime):
+    """``count(company_id, at)``: the subaccounts of the company active at ``at`` (created by
+    then, and active or deactivated after it), for every ``at`` up to ``bound``, read in one
+    query for all ``companies``."""
+    seats: dict[int, list[tuple[datetime, datetime | None]]] = {c.pk: [] for c in companies}
+    if companies:
+        for company_id, created_at, is_active, deactivated_at in (
+            Subaccount.objects.filter(company_id__in=list(seats), created_at__lte=bound)
+            .order_by()
+            .values_list("company_id", "created_at", "is_active", "deactivated_at")
+        ):
+            if is_active:
+                seats[company_id].append((created_at, None))
+            elif deactivated_at is not None:
+                seats[company_id].append((created_at, deactivated_at))
+
+    def count(company_id: int, at: datetime) -> int:
+        return sum(
+            1
+            for created_at, gone_at in seats[company_id]
+            if created_at <= at and (gone_at is None or gone_at > at)
+        )
+
+    return count
 
 
 def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
     """Every charge of ``company`` due at ``as_of`` and not made yet, oldest first."""
-    tz = company.tzinfo
-    due: list[DueCharge] = []
+    return _due_by_company([company], {company.pk: as_of})[company.pk]
 
-    for subscription in Subscription.objects.filter(
-        company=company, next_charge_at__lte=as_of
-    ).select_related("plan"):
+
+def _due_by_company(
+    companies: list[Company], as_of: dict[int, datetime]
+) -> dict[int, list[DueCharge]]:
+    """``recurring_due`` for many companies (each with its own ``as_of``), in one query per
+    kind of item for all of them (and one for the seats)."""
+    by_id = {company.pk: company for company in companies}
+    due: dict[int, list[DueCharge]] = {company.pk: [] for company in companies}
+    if not companies:
+        return due
+    bound = max(as_of.values())
+
+    def items(model, *related):
+        # order_by(): the models' Meta.ordering would join the company table to sort.
+        rows = model.objects.filter(company_id__in=list(by_id), next_charge_at__lte=bound)
+        for item in rows.select_related(*related).order_by():
+            if item.next_charge_at <= as_of[item.company_id]:
+                yield by_id[item.company_id], item
+
+    for company, subscription in items(Subscription, "plan"):
         plan = subscription.plan
         for index, start, end in _periods(
             subscription.fee_anchor_at,
             subscription.next_charge_at,
-            as_of,
+            as_of[company.pk],
             subscription.ended_at,
-            tz,
+            company.tzinfo,
         ):
             if index == 0 and plan.activation_fee and plan.activation_fee.amount > 0:
-                due.append(
+                due[company.pk].append(
                     DueCharge(
                         Item.ACTIVATION,
                         f"activation:{subscription.pk}",
@@ -107,7 +148,7 @@ def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
                         subscription,
                     )
                 )
-            due.append(
+            due[company.pk].append(
                 DueCharge(
                     Item.PLAN_FEE,
                     f"plan_fee:{subscription.pk}",
@@ -121,11 +162,15 @@ def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
                 )
             )
 
-    for number in PhoneNumber.objects.filter(company=company, next_charge_at__lte=as_of):
+    for company, number in items(PhoneNumber):
         for index, start, end in _periods(
-            number.assigned_at, number.next_charge_at, as_of, number.released_at, tz
+            number.assigned_at,
+            number.next_charge_at,
+            as_of[company.pk],
+            number.released_at,
+            company.tzinfo,
         ):
-            due.append(
+            due[company.pk].append(
                 DueCharge(
                     Item.DID,
                     f"did:{number.pk}",
@@ -139,12 +184,16 @@ def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
                 )
             )
 
-    for fee in SeatFee.objects.filter(company=company, next_charge_at__lte=as_of):
+    seat_fees = list(items(SeatFee))
+    active_seats = _seat_counter(
+        list({company.pk: company for company, _ in seat_fees}.values()), bound
+    )
+    for company, fee in seat_fees:
         for index, start, end in _periods(
-            fee.started_at, fee.next_charge_at, as_of, fee.ended_at, tz
+            fee.started_at, fee.next_charge_at, as_of[company.pk], fee.ended_at, company.tzinfo
         ):
-            seats = _active_seats(company, start)
-            due.append(
+            seats = active_seats(company.pk, start)
+            due[company.pk].append(
                 DueCharge(
                     Item.SEATS,
                     f"seats:{fee.pk}",
@@ -158,12 +207,17 @@ def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
                 )
             )
 
-    for fee in ServiceFee.objects.filter(company=company, next_charge_at__lte=as_of):
+    for company, fee in items(ServiceFee):
         weekly = fee.period == ServiceFee.Period.WEEKLY
         for index, start, end in _periods(
-            fee.started_at, fee.next_charge_at, as_of, fee.ended_at, tz, weekly=weekly
+            fee.started_at,
+            fee.next_charge_at,
+            as_of[company.pk],
+            fee.ended_at,
+            company.tzinfo,
+            weekly=weekly,
         ):
-            due.append(
+            due[company.pk].append(
                 DueCharge(
                     Item.SERVICE_FEE,
                     f"service_fee:{fee.pk}",
@@ -177,7 +231,8 @@ def recurring_due(company: Company, as_of: datetime) -> list[DueCharge]:
                 )
             )
 
-    due.sort(key=lambda charge: (charge.period_start, charge.item_key))
+    for charges in due.values():
+        charges.sort(key=lambda charge: (charge.period_start, charge.item_key))
     return due
 
 
@@ -195,6 +250,14 @@ SOURCE_FIELD = {
     Item.SEATS: "seat_fee",
     Item.SERVICE_FEE: "service_fee",
 }
+SOURCE_FIELDS = ("subscription", "phone_number", "seat_fee", "service_fee")
+# A batch writes its charges with COPY (``billing.bulk``): the ORM's per-field preparation
+# of each row would cost more than everything else the batch does.
+CHARGE_COLUMNS = (
+    "company_id", "item", "item_key", "period_index", "period_start", "period_end",
+    *(f"{field}_id" for field in SOURCE_FIELDS),
+    "quantity", "amount_currency", "amount", "description", "transaction_id", "created_at",
+)  # fmt: skip
 
 
 @transaction.atomic
@@ -208,71 +271,211 @@ def recurring_charge_company(
     """
     now = now or timezone.now()
     as_of = as_of or now
-    company = lock_company(company.pk)
-    due = recurring_due(company, as_of)
-    if not due:
-        return []
-    already = set(
-        RecurringCharge.objects.filter(
-            item_key__in={charge.item_key for charge in due}
-        ).values_list("item_key", "period_index")
-    )
-    # The pointers move past every due period, also those a previous run recorded but
-    # whose pointer update was lost; only the new ones are charged.
-    all_due = due
-    due = [charge for charge in due if (charge.item_key, charge.period_index) not in already]
-    to_post = [charge for charge in due if charge.amount.amount > 0]
-    results = ledger.company_charge_many(
-        company=company,
-        now=now,
-        charges=[
-            ledger.ChargeRequest(
-                amount=charge.amount,
-                revenue=REVENUE[charge.item],
-                idempotency_key=f"recurring:{charge.item_key}:{charge.period_index}",
-                description=charge.description,
-                kind=Kind.ONE_TIME_FEE if charge.item == Item.ACTIVATION else Kind.RECURRING_FEE,
-                effective_at=charge.period_start,
-                cause=charge.source,
-            )
-            for charge in to_post
-        ],
-    )
-    posted = {
-        id(charge): result.transaction for charge, result in zip(to_post, results, strict=True)
-    }
-    records = RecurringCharge.objects.bulk_create(
-        RecurringCharge(
-            company=company,
-            item=charge.item,
-            item_key=charge.item_key,
-            period_index=charge.period_index,
-            period_start=charge.period_start,
-            period_end=charge.period_end,
-            quantity=charge.quantity,
-            amount=charge.amount,
-            description=charge.description[:300],
-            transaction=posted.get(id(charge)),
-            created_at=now,
-            **{SOURCE_FIELD[charge.item]: charge.source},
-        )
-        for charge in due
-    )
-    _advance_pointers(all_due)
+    locked = lock_company(company.pk)
+    records: list[RecurringCharge] = []
+    _charge_locked([locked], {locked.pk: as_of}, now, records)
     return records
 
 
+def recurring_charge_companies(
+    *,
+    company_ids: list[int],
+    as_of: datetime | None = None,
+    day: date | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Charge several companies (a batch of ``TOLLGATE_RECURRING_BATCH``) in ONE database
+    transaction, with the same guarantees as ``recurring_charge_company`` for each: their
+    rows are locked first, in id order (so batches that overlap wait for each other and
+    cannot deadlock), and everything is read and written in a few statements per table
+    for all of them. Returns the number of charges recorded.
+
+    ``day``: as of the end of that calendar day in each company's billing time zone (see
+    ``recurring_charge_all``); otherwise as of the instant ``as_of`` (default ``now``).
+
+    If the batch fails (one company's charge is refused, say), nothing of it is kept and
+    each company is charged again in its own transaction, so one company cannot hold up
+    the others; the first error is raised once all have been tried.
+    """
+    now = now or timezone.now()
+    as_of = as_of or now
+    try:
+        with transaction.atomic():
+            companies = lock_companies(company_ids)
+            as_of_by_id = {company.pk: _as_of(company, as_of, day) for company in companies}
+            return _charge_locked(companies, as_of_by_id, now)
+    except Exception:
+        if len(company_ids) == 1:
+            raise
+        logger.exception("Recurring batch of %d companies failed; one by one.", len(company_ids))
+    charged, errors = 0, []
+    for company in Company.objects.filter(pk__in=company_ids).order_by("pk"):
+        try:
+            records = recurring_charge_company(
+                company=company, as_of=_as_of(company, as_of, day), now=now
+            )
+        except Exception as error:  # noqa: BLE001 - raised below, after the others
+            errors.append(error)
+        else:
+            charged += len(records)
+    if errors:
+        raise errors[0]
+    return charged
+
+
+def _as_of(company: Company, as_of: datetime, day: date | None) -> datetime:
+    return as_of if day is None else calendar_day_end(day, company.tzinfo)
+
+
+def _charge_locked(
+    companies: list[Company],
+    as_of: dict[int, datetime],
+    now: datetime,
+    records: list[RecurringCharge] | None = None,
+) -> int:
+    """Charge the due periods of ``companies``, whose rows the caller has locked; returns
+    the number of charges recorded. With ``records``, the new ``RecurringCharge`` rows are
+    written as model instances and added to it; without, they are written from plain
+    values (``CHARGE_COLUMNS``), which costs a batch much less."""
+    due = _due_by_company(companies, as_of)
+    keys = {charge.item_key for charges in due.values() for charge in charges}
+    if not keys:
+        return 0
+    already = set(
+        RecurringCharge.objects.filter(item_key__in=keys)
+        .order_by()
+        .values_list("item_key", "period_index")
+    )
+    # The pointers move past every due period, also those a previous run recorded but
+    # whose pointer update was lost; only the new ones are charged.
+    new = [
+        (pk, charge)
+        for pk, charges in due.items()
+        for charge in charges
+        if (charge.item_key, charge.period_index) not in already
+    ]
+    by_id = {company.pk: company for company in companies}
+    to_post: dict[int, list[DueCharge]] = {}
+    for pk, charge in new:
+        if charge.amount.amount > 0:
+            to_post.setdefault(pk, []).append(charge)
+    results = (
+        ledger.companies_charge_many(
+            now=now,
+            charges=[
+                (by_id[pk], [_charge_request(charge) for charge in charges])
+                for pk, charges in to_post.items()
+            ],
+        )
+        if to_post
+        else []
+    )
+    posted = {
+        id(charge): result.transaction
+        for charges, company_results in zip(to_post.values(), results, strict=True)
+        for charge, result in zip(charges, company_results, strict=True)
+    }
+    if records is None:
+        insert_rows(
+            RecurringCharge,
+            CHARGE_COLUMNS,
+            (
+                (
+                    pk,
+                    charge.item,
+                    charge.item_key,
+                    charge.period_index,
+                    charge.period_start,
+                    charge.period_end,
+                    *(
+                        charge.source.pk if SOURCE_FIELD[charge.item] == field else None
+                        for field in SOURCE_FIELDS
+                    ),
+                    charge.quantity,
+                    str(charge.amount.currency),
+                    charge.amount.amount,
+                    charge.description[:300],
+                    _pk(posted.get(id(charge))),
+                    now,
+                )
+                for pk, charge in new
+            ),
+        )
+    else:
+        created = RecurringCharge.objects.bulk_create(
+            [
+                RecurringCharge(
+                    company=by_id[pk],
+                    item=charge.item,
+                    item_key=charge.item_key,
+                    period_index=charge.period_index,
+                    period_start=charge.period_start,
+                    period_end=charge.period_end,
+                    quantity=charge.quantity,
+                    amount=charge.amount,
+                    description=charge.description[:300],
+                    transaction=posted.get(id(charge)),
+                    created_at=now,
+                    **{SOURCE_FIELD[charge.item]: charge.source},
+                )
+                for pk, charge in new
+            ],
+            batch_size=500,
+        )
+        if records is not None:
+            records.extend(created)
+    _advance_pointers([charge for charges in due.values() for charge in charges])
+    return len(new)
+
+
+def _pk(row) -> int | None:
+    return None if row is None else row.pk
+
+
+def _charge_request(charge: DueCharge) -> ledger.ChargeRequest:
+    return ledger.ChargeRequest(
+        amount=charge.amount,
+        revenue=REVENUE[charge.item],
+        idempotency_key=f"recurring:{charge.item_key}:{charge.period_index}",
+        description=charge.description,
+        kind=Kind.ONE_TIME_FEE if charge.item == Item.ACTIVATION else Kind.RECURRING_FEE,
+        effective_at=charge.period_start,
+        cause=charge.source,
+    )
+
+
 def _advance_pointers(due: list[DueCharge]) -> None:
-    """Each item's next charge is the end of its last charged period (None past its end)."""
+    """Each item's next charge is the end of its last charged period (None past its end):
+    one UPDATE per kind of item."""
     last: dict[str, DueCharge] = {}
     for charge in due:
         if charge.item != Item.ACTIVATION:
             last[charge.item_key] = charge
+    moved: dict[type, list] = {}
     for charge in last.values():
         source = charge.source
         ends = getattr(source, "ended_at", None) or getattr(source, "released_at", None)
         source.next_charge_at = None if ends and charge.period_end >= ends else charge.period_end
-        type(source).objects.filter(pk=source.pk).update(next_charge_at=source.next_charge_at)
+        moved.setdefault(type(source), []).append(source)
+    for model, sources in moved.items():
+        _set_next_charge(model, sources)
+
+
+def _set_next_charge(model, items: list) -> None:
+    """Write ``next_charge_at`` of ``items`` (all of ``model``) in one statement: on
+    PostgreSQL from two arrays (Django's ``bulk_update`` builds a CASE per row, which costs
+    more client time than the rest of a company's charges)."""
+    if connection.vendor != "postgresql":
+        model.objects.bulk_update(items, ["next_charge_at"], batch_size=500)
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS item SET next_charge_at = moved.next_charge_at "  # noqa: S608
+            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS moved(id, next_charge_at) "
+            "WHERE item.id = moved.id",
+            [[item.pk for item in items], [item.next_charge_at for item in items]],
+        )
 
 
 def companies_with_charges_due(as_of: datetime) -> list[int]:
@@ -280,15 +483,29 @@ def companies_with_charges_due(as_of: datetime) -> list[int]:
     ids: set[int] = set()
     for model in (Subscription, PhoneNumber, SeatFee, ServiceFee):
         ids.update(
-            model.objects.filter(next_charge_at__lte=as_of).values_list("company_id", flat=True)
+            model.objects.filter(next_charge_at__lte=as_of)
+            .order_by()
+            .values_list("company_id", flat=True)
         )
     return sorted(ids)
 
 
+def in_batches(company_ids: list[int], size: int | None = None) -> list[list[int]]:
+    """``company_ids`` cut into runs of ``size`` (default ``TOLLGATE_RECURRING_BATCH``), in
+    order."""
+    size = size or settings.TOLLGATE_RECURRING_BATCH
+    return [company_ids[start : start + size] for start in range(0, len(company_ids), size)]
+
+
 def recurring_charge_all(
-    *, as_of: datetime | None = None, day: date | None = None, now: datetime | None = None
+    *,
+    as_of: datetime | None = None,
+    day: date | None = None,
+    now: datetime | None = None,
+    batch_size: int | None = None,
 ) -> int:
-    """Charge every company with something due, one database transaction per company.
+    """Charge every company with something due, ``batch_size`` companies per database
+    transaction (``recurring_charge_companies``).
 
     ``day``: as of the end of that calendar day in each company's own billing time zone
     (what ``run_recurring --date`` means); otherwise as of the instant ``as_of`` (now).
@@ -299,13 +516,10 @@ def recurring_charge_all(
         bound = datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC)
     else:
         bound = as_of = as_of or now
-    charged = 0
-    for company in Company.objects.filter(pk__in=companies_with_charges_due(bound)):
-        company_as_of = as_of
-        if day is not None:
-            company_as_of = calendar_day_end(day, company.tzinfo)
-        charged += len(recurring_charge_company(company=company, as_of=company_as_of, now=now))
-    return charged
+    return sum(
+        recurring_charge_companies(company_ids=batch, as_of=as_of, day=day, now=now)
+        for batch in in_batches(companies_with_charges_due(bound), batch_size)
+    )
 
 
 def calendar_day_end(day: date, tz) -> datetime:
