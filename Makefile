@@ -25,6 +25,7 @@ compilemessages: $(VENV)/.installed
 
 setup: $(VENV)/.installed compilemessages
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py setup_staff_groups
 	$(BIN)/python manage.py setup_periodic_tasks
 	$(BIN)/python manage.py seed_demo

@@ -15,6 +15,8 @@ PORTAL_CAPABILITIES: dict[str, frozenset[str]] = {
     "view_billing": frozenset({Role.ADMIN, Role.BILLING}),
     "manage_billing": frozenset({Role.ADMIN, Role.BILLING}),
     "manage_subaccounts": frozenset({Role.ADMIN}),
+    # Register credit codes (vouchers) for the company: it adds money, like billing does.
+    "redeem_vouchers": frozenset({Role.ADMIN, Role.BILLING}),
 }
 
 

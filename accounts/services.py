@@ -4,6 +4,8 @@ from datetime import datetime
 
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from . import signals
@@ -87,7 +89,12 @@ def staff_groups_sync() -> dict[str, int]:
                 wanted |= of_app
                 continue
             for action in actions:
-                wanted |= of_app.filter(codename__startswith=f"{action}_")
+                # Exactly the standard ``<action>_<model>`` codename: a custom permission
+                # that merely starts with "view_" (``vouchers.view_voucher_codes``, seeing
+                # the codes themselves) is not read-only access and is not given here.
+                wanted |= of_app.filter(
+                    codename=Concat(Value(f"{action}_"), F("content_type__model"))
+                )
         group.permissions.set(wanted)
         result[group_name] = group.permissions.count()
     return result

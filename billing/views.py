@@ -9,6 +9,7 @@ from djmoney.money import Money
 from accounts.models import Company
 from accounts.portal import portal_view
 from accounts.selectors import company_subaccounts
+from vouchers.views import credits_page_context
 
 from .money import quantize_amount
 from .selectors import (
@@ -77,6 +78,7 @@ def credits(request):
         balance = company_balance(company)
         context["balance"] = balance
         context["owed"] = -balance
+    context.update(credits_page_context(request))  # "Register credit code", pending credit
     return render(request, "portal/credits.html", context)
 
 

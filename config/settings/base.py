@@ -90,6 +90,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache every web and worker process shares (the voucher brute-force counters live
+# here). Redis when CACHE_URL (or REDIS_URL) names one, e.g. redis://127.0.0.1:6379/1; else
+# the embedded default, a table in the database (`manage.py createcachetable`, run by
+# `make setup`), which all processes share as they share the database. Any django-environ
+# cache URL works (dbcache://TABLE, locmemcache://, ...).
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default=env("REDIS_URL", default="dbcache://tollgate_cache")
+    )
+}
+CACHES["default"].setdefault("KEY_PREFIX", "tollgate")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -146,6 +158,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Celery's Django fixup closes every database connection before and after each task (a new
+# PostgreSQL connection costs milliseconds) unless told to reuse them; config/celery.py
+# closes the unusable or obsolete ones around each task instead, as Django does around a
+# request (CONN_MAX_AGE, CONN_HEALTH_CHECKS, errors).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="billing@tollgate.localhost")
@@ -168,3 +185,18 @@ TOLLGATE_CREDIT_LIFETIME_DAYS = {
     "voucher": 90,
     "adjustment": env.int("TOLLGATE_ADJUSTMENT_CREDIT_DAYS", default=365),
 }
+
+# Recurring charges: companies charged in one database transaction, and so in one task of
+# the fan-out. Their rows stay locked until it commits (a fraction of a second).
+TOLLGATE_RECURRING_BATCH = env.int("TOLLGATE_RECURRING_BATCH", default=100)
+
+# Vouchers: refused redemption attempts allowed per hour in each scope (the user, the
+# company, the client IP) before attempts are locked for VOUCHER_LOCK_SECONDS.
+VOUCHER_FAILURES_PER_HOUR = env.int("VOUCHER_FAILURES_PER_HOUR", default=10)
+VOUCHER_FAILURE_LIMITS = dict.fromkeys(("user", "company", "ip"), VOUCHER_FAILURES_PER_HOUR)
+VOUCHER_FAILURE_WINDOW_SECONDS = 3600
+VOUCHER_LOCK_SECONDS = env.int("VOUCHER_LOCK_SECONDS", default=3600)
+VOUCHER_RATELIMIT_CACHE = "default"
+# Reverse proxies in front of the web server that append to X-Forwarded-For (0: clients
+# connect directly and REMOTE_ADDR is theirs). Decides which address is rate-limited.
+TOLLGATE_PROXY_COUNT = env.int("TOLLGATE_PROXY_COUNT", default=0)

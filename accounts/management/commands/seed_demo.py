@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from accounts.demo import seed_accounts
 from billing.demo import seed_billing
+from vouchers.demo import seed_vouchers
 
 
 class Command(BaseCommand):
@@ -12,10 +13,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         with transaction.atomic():
             logins = seed_accounts()
-            api_key = seed_billing(now=timezone.now())
+            now = timezone.now()
+            api_key = seed_billing(now=now)
+            credit_code = seed_vouchers(now=now)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Logins:"))
         for login in logins:
             self.stdout.write(
                 f"  {login.where:<9} {login.username:<10} / {login.password:<14} {login.note}"
             )
         self.stdout.write(f"Demo API key (Authorization: Bearer ...): {api_key}")
+        if credit_code:
+            self.stdout.write(f"Demo credit code (¥5,000, unused; Credits page): {credit_code}")
