@@ -24,6 +24,7 @@ PORTAL_NAV: list[tuple[str, str, str]] = [
     ("portal:dashboard", _("Dashboard"), "view_account"),
     ("portal:credits", _("Credits"), "view_billing"),
     ("portal:usage", _("Usage"), "view_account"),
+    ("portal:statements", _("Statements"), "view_billing"),
     ("portal:subscriptions", _("Subscriptions & numbers"), "view_account"),
     ("portal:subaccounts", _("Subaccounts"), "view_account"),
 ]

@@ -179,6 +179,11 @@ def reconcile(now=None) -> ReconcileReport:
             )
         )
 
+    # 6. Issued statements: totals are their lines, closing balances are the ledger's.
+    from invoicing.reconcile import statement_problems
+
+    problems.extend(Problem(account, message) for account, message in statement_problems())
+
     return ReconcileReport(
         problems=problems,
         transactions=LedgerTransaction.objects.count(),

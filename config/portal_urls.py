@@ -7,4 +7,6 @@ app_name = "portal"
 urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("billing.urls")),
+    path("", include("vouchers.urls")),
+    path("", include("invoicing.urls")),
 ]

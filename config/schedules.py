@@ -14,6 +14,11 @@ PERIODIC_TASKS: dict[str, dict] = {
         "task": "billing.tasks.credits_expire_all",
         "crontab": {"minute": "*/15"},
     },
+    # Hourly, because a month ends at a different UTC hour in each billing time zone.
+    "Close ended months (statements)": {
+        "task": "invoicing.tasks.statements_close_due",
+        "crontab": {"minute": "5"},
+    },
     "Clear expired portal sessions": {
         "task": "accounts.tasks.sessions_clear_expired",
         "crontab": {"minute": "15", "hour": "3"},

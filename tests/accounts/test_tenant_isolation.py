@@ -8,12 +8,28 @@ from tests.factories import MembershipFactory, SubaccountFactory
 
 pytestmark = pytest.mark.django_db
 
+
 # For each portal URL that takes an object id: how to make such an object for a company,
 # and the methods the URL accepts. A new portal page with an id in its URL must be added
 # here, or the completeness test fails.
+def _statement(company) -> int:
+    from datetime import UTC, datetime
+
+    from invoicing.services import statement_issue
+
+    company.created_at = datetime(2026, 1, 1, tzinfo=UTC)
+    company.save(update_fields=["created_at"])
+    return statement_issue(
+        company=company, year=2026, month=3, now=datetime(2026, 6, 1, tzinfo=UTC)
+    ).pk
+
+
 OBJECT_URLS = {
     "subaccount": (lambda company: SubaccountFactory(company=company).pk, ["get", "post"]),
     "subaccount_toggle": (lambda company: SubaccountFactory(company=company).pk, ["post"]),
+    "statement": (_statement, ["get"]),
+    "statement_pdf": (_statement, ["get"]),
+    "statement_csv": (_statement, ["get"]),
 }
 CASES = [(name, method) for name, (_, methods) in sorted(OBJECT_URLS.items()) for method in methods]
 

@@ -250,8 +250,10 @@ def test_nul_characters_are_a_400_not_a_server_error(client, setup):
     assert response.status_code == 400
     assert "NUL" in response.json()["errors"][0]["message"]
     response = client.post(
-        "/api/v1/authorize", {"account": "ac\x00me", "service": "sms"},
-        content_type="application/json", headers={"authorization": f"Bearer {raw}"},
+        "/api/v1/authorize",
+        {"account": "ac\x00me", "service": "sms"},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {raw}"},
     )
     assert response.status_code == 400
     response = client.get("/api/v1/accounts/ac%00me", headers={"authorization": f"Bearer {raw}"})

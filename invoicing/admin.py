@@ -1,0 +1,155 @@
+"""Back-office of invoicing: statement runs with their progress, statements read-only (and
+their PDF), credit notes issued through the service. Nothing here holds a business rule."""
+
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from djmoney.money import Money
+
+from billing.admin.base import ReadOnlyAdmin
+
+from .exceptions import InvoicingError
+from .forms import CreditNoteForm
+from .models import CreditNote, Statement, StatementLine, StatementRun, StatementRunItem
+from .services import credit_note_issue
+from .views import pdf_response
+
+
+class StatementRunItemInline(admin.TabularInline):
+    model = StatementRunItem
+    fields = ["company", "state", "statement", "attempts", "error", "updated_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("company", "statement")
+
+
+@admin.register(StatementRun)
+class StatementRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "label",
+        "started_at",
+        "finished_at",
+        "companies",
+        "issued",
+        "failed",
+        "pending",
+    ]
+    inlines = [StatementRunItemInline]
+    fields = ["year", "month", "started_at", "finished_at", "companies", "issued", "failed"]
+    readonly_fields = fields
+
+    @admin.display(description=_("month"))
+    def label(self, obj):
+        return obj.label
+
+    @admin.display(description=_("pending"))
+    def pending(self, obj):
+        return obj.pending
+
+
+class StatementLineInline(admin.TabularInline):
+    model = StatementLine
+    fields = ["group", "description", "quantity", "unit", "amount", "transaction"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+
+@admin.register(Statement)
+class StatementAdmin(ReadOnlyAdmin):
+    list_display = [
+        "number",
+        "company",
+        "period_start",
+        "kind",
+        "closing_balance",
+        "amount_due",
+        "due_date",
+        "payment_status",
+        "pdf_link",
+    ]
+    list_filter = ["kind", "payment_status", "series"]
+    search_fields = ["number", "company__account_code", "company__name"]
+    list_select_related = ["company"]
+    inlines = [StatementLineInline]
+    exclude = ["run", "tax_transaction"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name not in self.exclude] + [
+            "pdf_link"
+        ]
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="invoicing_statement_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, pk):
+        statement = self.get_object(request, str(pk))
+        if statement is None or not self.has_view_permission(request, statement):
+            from django.http import Http404
+
+            raise Http404
+        return pdf_response(statement)
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj):
+        return format_html(
+            '<a href="{}">PDF</a>', reverse("admin:invoicing_statement_pdf", args=[obj.pk])
+        )
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdmin):
+    list_display = ["number", "company", "amount", "reason", "issued_at", "issued_by"]
+    list_select_related = ["company", "issued_by"]
+    search_fields = ["number", "company__account_code"]
+    readonly_fields = [*list_display, "statement", "transaction"]
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.has_perm("invoicing.add_creditnote")
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Issue a credit note through the service (no model form: the ledger posts it)."""
+        form = CreditNoteForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            company = form.cleaned_data["company"]
+            try:
+                note = credit_note_issue(
+                    company=company,
+                    amount=Money(form.cleaned_data["amount"], company.currency),
+                    reason=form.cleaned_data["reason"],
+                    actor=request.user,
+                )
+            except InvoicingError as error:
+                form.add_error(None, str(error))
+            except Exception as error:  # the ledger's refusals (amount, currency)
+                from billing.exceptions import BillingError
+
+                if not isinstance(error, BillingError):
+                    raise
+                form.add_error(None, str(error))
+            else:
+                self.log_addition(request, note, f"Issued credit note {note.number}")
+                self.message_user(request, f"Credit note {note.number} issued.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:invoicing_creditnote_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Issue a credit note"),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)

@@ -1,0 +1,12 @@
+"""Portal URLs of invoicing (mounted in the ``portal`` namespace)."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("statements/", views.statements, name="statements"),
+    path("statements/<int:pk>/", views.statement_detail, name="statement"),
+    path("statements/<int:pk>/pdf/", views.statement_pdf_download, name="statement_pdf"),
+    path("statements/<int:pk>/csv/", views.statement_csv_download, name="statement_csv"),
+]

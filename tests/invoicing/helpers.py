@@ -1,0 +1,74 @@
+"""Money for statement tests, put on the books through the ledger service."""
+
+import itertools
+from datetime import datetime
+from decimal import Decimal
+
+from djmoney.money import Money
+
+from billing.models import ApiKey, UsageRecord
+from billing.services import ledger
+
+_keys = itertools.count(1)
+
+
+def fee(company, amount, *, at: datetime, description="Plan monthly fee", kind="recurring_fee"):
+    return ledger.company_charge(
+        company=company,
+        amount=Money(Decimal(amount), company.currency),
+        revenue="plan_fee",
+        idempotency_key=f"test-fee:{next(_keys)}",
+        description=description,
+        kind=kind,
+        effective_at=at,
+        now=at,
+    ).transaction
+
+
+def usage(company, amount, *, at: datetime, service="voice", quantity=60, records=1):
+    """A usage charge and its detail records (``records`` of ``quantity`` each)."""
+    result = ledger.company_charge(
+        company=company,
+        amount=Money(Decimal(amount), company.currency),
+        revenue=service,
+        idempotency_key=f"test-usage:{next(_keys)}",
+        description=f"{service} usage",
+        now=at,
+    )
+    api_key = ApiKey.objects.get_or_create(
+        name="test", defaults={"prefix": "tg_t", "key_hash": "x"}
+    )[0]
+    per_record = Decimal(amount) / records
+    UsageRecord.objects.bulk_create(
+        [
+            UsageRecord(
+                api_key=api_key,
+                event_id=f"e{next(_keys)}",
+                account_code=company.account_code,
+                company=company,
+                service=service,
+                quantity=Decimal(quantity),
+                occurred_at=at,
+                received_at=at,
+                status=UsageRecord.Status.CHARGED,
+                amount=Money(per_record, company.currency),
+                transaction=result.transaction,
+            )
+            for _ in range(records)
+        ]
+    )
+    return result.transaction
+
+
+def grant(company, amount, *, at: datetime, days=90):
+    from datetime import timedelta
+
+    return ledger.credits_grant(
+        company=company,
+        amount=Money(Decimal(amount), company.currency),
+        source="grant",
+        idempotency_key=f"test-grant:{next(_keys)}",
+        description="Welcome credit",
+        expires_at=at + timedelta(days=days),
+        now=at,
+    ).transaction

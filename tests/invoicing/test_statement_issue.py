@@ -1,0 +1,289 @@
+"""Issuing one company's monthly statement: content from the ledger, balance forward,
+tax, invoice credits, prepaid account statements, periods in the billing time zone."""
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection
+from djmoney.money import Money
+
+from accounts.models import Company
+from billing.models import LedgerPosting
+from billing.reconcile import reconcile
+from billing.selectors import company_balance
+from invoicing.exceptions import PeriodNotClosed
+from invoicing.models import ImmutableError, Statement, StatementLine
+from invoicing.services import statement_issue, statement_period, tax_amount
+from tests.factories import CompanyFactory
+from vouchers.models import InvoiceCredit
+
+from .helpers import fee, grant, usage
+
+pytestmark = pytest.mark.django_db
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+AFTER_ALL = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def tokyo(year, month, day, hour=12):
+    return datetime(year, month, day, hour, tzinfo=TOKYO)
+
+
+def postpaid(**fields):
+    return CompanyFactory(
+        mode=Company.Mode.POSTPAID, created_at=datetime(2025, 1, 1, tzinfo=UTC), **fields
+    )
+
+
+def ledger_owed_at(statement: Statement) -> Decimal:
+    """What the ledger says the company owed at the statement's period end."""
+    total = sum(
+        (
+            p.amount.amount
+            for p in LedgerPosting.objects.filter(
+                account__company=statement.company,
+                transaction__effective_at__lt=statement.period_end,
+                transaction_id__lte=statement.last_transaction_id,
+            )
+        ),
+        Decimal(0),
+    )
+    return -total
+
+
+def lines_total(statement: Statement) -> Decimal:
+    return sum((line.amount.amount for line in statement.lines.all()), Decimal(0))
+
+
+def test_balance_forward_carries_across_three_months():
+    company = postpaid()
+    statements = []
+    for month, (plan, calls) in enumerate([("1000", "250"), ("1000", "333"), ("2000", "0")], 4):
+        fee(company, plan, at=tokyo(2026, month, 1, 0))
+        if calls != "0":
+            usage(company, calls, at=tokyo(2026, month, 15), quantity=90, records=3)
+        statements.append(statement_issue(company=company, year=2026, month=month, now=AFTER_ALL))
+
+    first, second, third = statements
+    assert first.balance_forward.amount == 0
+    assert first.new_charges.amount == Decimal("1250")
+    assert first.tax.amount == Decimal("125")
+    assert first.closing_balance.amount == Decimal("1375")
+    assert second.balance_forward == first.closing_balance
+    assert third.balance_forward == second.closing_balance
+    for statement in statements:
+        assert statement.closing_balance.amount == statement.balance_forward.amount + lines_total(
+            statement
+        )
+        assert statement.closing_balance.amount == ledger_owed_at(statement)
+    assert third.closing_balance.amount == -company_balance(company).amount
+    assert third.amount_due == third.closing_balance
+    assert third.due_date == date(2026, 7, 31)
+    assert [s.number for s in statements] == [
+        "INV-2026-000001",
+        "INV-2026-000002",
+        "INV-2026-000003",
+    ]
+    assert reconcile(now=AFTER_ALL).ok
+
+
+def test_base_fees_are_itemised_and_usage_is_grouped_with_quantities():
+    company = postpaid()
+    plan = fee(company, "3000", at=tokyo(2026, 4, 1, 0), description="Plan Business, April")
+    fee(company, "100", at=tokyo(2026, 4, 1, 0), description="DID +81 50 1234 5678, April")
+    fee(company, "100", at=tokyo(2026, 4, 1, 0), description="DID +81 50 1234 9999, April")
+    usage(company, "300", at=tokyo(2026, 4, 3), service="voice", quantity=120, records=3)
+    usage(company, "50", at=tokyo(2026, 4, 9), service="voice", quantity=30, records=1)
+    usage(company, "12", at=tokyo(2026, 4, 9), service="sms", quantity=1, records=4)
+
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    base = list(statement.lines.filter(group=StatementLine.Group.BASE_FEE))
+    assert [line.description for line in base] == [
+        "Plan Business, April",
+        "DID +81 50 1234 5678, April",
+        "DID +81 50 1234 9999, April",
+    ] or sorted(line.description for line in base) == sorted(
+        ["Plan Business, April", "DID +81 50 1234 5678, April", "DID +81 50 1234 9999, April"]
+    )
+    assert any(line.transaction_id == plan.pk for line in base)
+    voice, sms = statement.lines.filter(group=StatementLine.Group.USAGE).order_by("service")[::-1]
+    assert (voice.service, voice.quantity, voice.amount.amount, voice.record_count) == (
+        "voice",
+        Decimal(390),
+        Decimal(350),
+        4,
+    )
+    assert (sms.quantity, sms.amount.amount, sms.unit) == (Decimal(4), Decimal(12), "message")
+    assert statement.new_charges.amount == Decimal(3562)
+    assert statement.tax.amount == Decimal("356")  # 356.2, rounded once
+
+
+@pytest.mark.parametrize(
+    ("taxable", "rate", "currency", "tax"),
+    [
+        ("1005", "0.10", "JPY", "101"),  # 100.5 half up
+        ("1004", "0.10", "JPY", "100"),  # 100.4
+        ("999", "0.08", "JPY", "80"),  # 79.92
+        ("10.05", "0.10", "USD", "1.01"),  # 1.005 half up
+        ("10.04", "0.10", "USD", "1.00"),
+        ("0", "0.10", "USD", "0"),
+        ("-50", "0.10", "JPY", "0"),  # credits beyond the charges: no negative tax
+    ],
+)
+def test_tax_is_rounded_once_half_up_to_the_minor_unit(taxable, rate, currency, tax):
+    assert tax_amount(Decimal(taxable), Decimal(rate), currency) == Decimal(tax)
+
+
+def test_tax_is_computed_on_the_total_not_per_line_in_usd():
+    company = postpaid(currency="USD", billing_timezone="America/New_York")
+    # Three lines of 0.35: per line 0.035 → 0.04 each (0.12); on the total 1.05 → 0.105 → 0.11.
+    for day in (2, 3, 4):
+        usage(company, "0.35", at=datetime(2026, 4, day, 12, tzinfo=ZoneInfo("America/New_York")))
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    assert statement.tax == Money("0.11", "USD")
+    assert statement.closing_balance == Money("1.16", "USD")
+    assert statement.closing_balance.amount == ledger_owed_at(statement)
+
+
+def test_pending_invoice_credit_is_applied_before_tax_and_marked_applied():
+    company = postpaid()
+    fee(company, "5000", at=tokyo(2026, 4, 1, 0))
+    credit = InvoiceCredit.objects.create(
+        company=company,
+        amount=Money(1000, "JPY"),
+        description="Credit code SPRING-1000",
+        created_at=tokyo(2026, 4, 10),
+    )
+    later = InvoiceCredit.objects.create(
+        company=company,
+        amount=Money(500, "JPY"),
+        description="Credit code redeemed in May",
+        created_at=tokyo(2026, 5, 2),
+    )
+
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    credit.refresh_from_db()
+    later.refresh_from_db()
+    assert credit.applied_at is not None and credit.applied_transaction is not None
+    assert later.applied_at is None
+    assert statement.credits_applied == Money(1000, "JPY")
+    assert statement.taxable == Money(4000, "JPY")
+    assert statement.tax == Money(400, "JPY")
+    assert statement.closing_balance == Money(4400, "JPY")
+    assert statement.closing_balance.amount == ledger_owed_at(statement)
+    assert company_balance(company) == Money(-4400, "JPY")
+    credit_line = statement.lines.get(group=StatementLine.Group.CREDIT)
+    assert credit_line.transaction_id == credit.applied_transaction_id
+    assert reconcile(now=AFTER_ALL).ok
+
+
+def test_prepaid_company_gets_an_account_statement_with_nothing_due():
+    company = CompanyFactory(created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    grant(company, "10000", at=tokyo(2026, 3, 20), days=20)  # expires 9 April
+    grant(company, "5000", at=tokyo(2026, 4, 2))
+    usage(company, "1200", at=tokyo(2026, 4, 5), service="api", quantity=1000)
+    from billing.services.ledger import credits_expire
+
+    credits_expire(company=company, now=tokyo(2026, 4, 10))
+
+    march = statement_issue(company=company, year=2026, month=3, now=AFTER_ALL)
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    assert march.kind == Statement.Kind.ACCOUNT_STATEMENT
+    assert march.number == "STM-2026-000001"
+    assert march.credit_balance == Money(10000, "JPY")
+    assert april.opening_credit == Money(10000, "JPY")
+    assert april.credits_applied == Money(5000, "JPY")
+    assert april.new_charges == Money(1200, "JPY")
+    assert april.expired == Money(8800, "JPY")
+    assert april.tax == Money(0, "JPY") and april.amount_due == Money(0, "JPY")
+    assert april.due_date is None
+    assert april.credit_balance == company_balance(company) == Money(5000, "JPY")
+    assert reconcile(now=AFTER_ALL).ok
+
+
+def test_new_york_november_period_is_thirty_days_and_one_hour_across_dst():
+    company = postpaid(currency="USD", billing_timezone="America/New_York")
+    start, end = statement_period(company, 2026, 11)
+    assert start == datetime(2026, 11, 1, 4, tzinfo=UTC)  # EDT, UTC-4
+    assert end == datetime(2026, 12, 1, 5, tzinfo=UTC)  # EST, UTC-5
+    usage(company, "1.00", at=datetime(2026, 11, 1, 4, tzinfo=UTC))  # first instant: in
+    usage(company, "2.00", at=datetime(2026, 12, 1, 4, 59, tzinfo=UTC))  # 23:59 on 30th: in
+    usage(company, "4.00", at=datetime(2026, 12, 1, 5, tzinfo=UTC))  # 1 December: out
+    statement = statement_issue(company=company, year=2026, month=11, now=AFTER_ALL)
+    assert statement.new_charges == Money("3.00", "USD")
+
+
+def test_tokyo_period_starts_at_midnight_utc_plus_nine():
+    company = postpaid()
+    start, end = statement_period(company, 2026, 4)
+    assert start == datetime(2026, 3, 31, 15, tzinfo=UTC)
+    assert end == datetime(2026, 4, 30, 15, tzinfo=UTC)
+    usage(company, "10", at=datetime(2026, 3, 31, 14, 59, tzinfo=UTC))  # March in Tokyo
+    usage(company, "20", at=datetime(2026, 3, 31, 15, tzinfo=UTC))
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    assert statement.balance_forward == Money(10, "JPY")  # first statement: ledger at start
+    assert statement.new_charges == Money(20, "JPY")
+
+
+def test_a_month_not_ended_in_the_company_time_zone_is_refused():
+    company = postpaid()
+    with pytest.raises(PeriodNotClosed):
+        statement_issue(
+            company=company, year=2026, month=4, now=datetime(2026, 4, 30, 14, tzinfo=UTC)
+        )
+
+
+def test_a_transaction_posted_late_for_a_closed_month_shows_on_the_next_statement():
+    company = postpaid()
+    fee(company, "1000", at=tokyo(2026, 4, 1, 0))
+    april = statement_issue(company=company, year=2026, month=4, now=tokyo(2026, 5, 1, 1))
+    fee(company, "300", at=tokyo(2026, 4, 20), description="Seat fee caught up")  # late
+    may = statement_issue(company=company, year=2026, month=5, now=AFTER_ALL)
+    assert may.lines.filter(description="Seat fee caught up").count() == 1
+    assert april.closing_balance.amount == ledger_owed_at(april)
+    assert may.closing_balance.amount == ledger_owed_at(may) == -company_balance(company).amount
+    assert reconcile(now=AFTER_ALL).ok
+
+
+def test_issuing_again_returns_the_same_statement():
+    company = postpaid()
+    fee(company, "1000", at=tokyo(2026, 4, 1, 0))
+    first = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    again = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    assert first.pk == again.pk
+    assert Statement.objects.count() == 1
+    assert company_balance(company) == Money(-1100, "JPY")  # tax posted once
+
+
+def test_an_issued_statement_and_its_lines_cannot_be_changed_or_deleted():
+    company = postpaid()
+    fee(company, "1000", at=tokyo(2026, 4, 1, 0))
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    statement.number = "INV-2026-999999"
+    with pytest.raises(ImmutableError):
+        statement.save()
+    with pytest.raises(ImmutableError):
+        statement.delete()
+    with pytest.raises(ImmutableError):
+        statement.lines.first().delete()
+    statement.payment_status = Statement.PaymentStatus.PAID
+    statement.save(update_fields=["payment_status"])  # what payments will change later
+
+
+def test_reconcile_names_a_statement_whose_closing_balance_differs_from_the_ledger():
+    company = postpaid()
+    fee(company, "1000", at=tokyo(2026, 4, 1, 0))
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    assert reconcile(now=AFTER_ALL).ok
+    if connection.vendor == "postgresql":
+        pytest.skip("the database itself keeps issued statements final")
+    Statement.objects.filter(pk=statement.pk).update(closing_balance=Decimal("999"))
+    problems = [str(problem) for problem in reconcile(now=AFTER_ALL).problems]
+    assert any(
+        statement.number in problem and "ledger says 1100" in problem for problem in problems
+    )
