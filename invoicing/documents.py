@@ -33,8 +33,8 @@ CSV_HEADER = [
 def operator_details() -> dict:
     return {
         "name": settings.OPERATOR_NAME,
-        "address": getattr(settings, "TOLLGATE_OPERATOR_ADDRESS", ""),
-        "registration": getattr(settings, "TOLLGATE_OPERATOR_REGISTRATION", ""),
+        "address": settings.TOLLGATE_OPERATOR_ADDRESS,
+        "registration": settings.TOLLGATE_OPERATOR_REGISTRATION,
         "email": settings.DEFAULT_FROM_EMAIL,
     }
 

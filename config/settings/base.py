@@ -169,6 +169,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="billing@tollgate.localho
 
 # The operator whose name and address appear on the portal and on documents.
 OPERATOR_NAME = env("TOLLGATE_OPERATOR_NAME", default="Tollgate Communications")
+# On statements and receipts: the postal address (lines separated by "\n") and the tax
+# registration number (e.g. a Japanese qualified invoice issuer number, T + 13 digits).
+TOLLGATE_OPERATOR_ADDRESS = env("TOLLGATE_OPERATOR_ADDRESS", default="").replace("\\n", "\n")
+TOLLGATE_OPERATOR_REGISTRATION = env("TOLLGATE_OPERATOR_REGISTRATION", default="")
 
 LOGGING = {
     "version": 1,
