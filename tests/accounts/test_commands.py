@@ -7,6 +7,7 @@ from accounts.models import BillingContact, Company, Membership, Subaccount
 from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
 from config.schedules import PERIODIC_TASKS
+from invoicing.models import Statement
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +34,9 @@ def _snapshot():
         "ledger": sorted(LedgerTransaction.objects.values_list("idempotency_key", "balance_after")),
         "balances": sorted(LedgerAccount.objects.values_list("code", "company_id", "balance")),
         "lots": sorted(CreditLot.objects.values_list("company_id", "source", "remaining")),
+        "statements": sorted(
+            Statement.objects.values_list("company__account_code", "number", "closing_balance")
+        ),
     }
 
 
@@ -51,6 +55,15 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
     assert Company.objects.get(account_code="kumo-postpaid").credit_limit.amount > 0
     assert LedgerTransaction.objects.filter(company__account_code="acme-prepaid").exists()
     assert CreditLot.objects.filter(company__account_code="globex-usd", remaining=0).exists()
+    # Every ended month of the demo's 90 days has its statement: invoices for the postpaid
+    # company, account statements for the prepaid ones.
+    kinds = dict(Statement.objects.values_list("company__account_code", "kind").distinct())
+    assert kinds == {
+        "acme-prepaid": "account_statement",
+        "kumo-postpaid": "invoice",
+        "globex-usd": "account_statement",
+    }
+    assert Statement.objects.filter(company__account_code="kumo-postpaid").count() >= 2
     assert reconcile().ok
     output = capsys.readouterr().out
     assert "operator" in output and "alice" in output and "tollgate-demo" in output
