@@ -25,6 +25,7 @@ PORTAL_NAV: list[tuple[str, str, str]] = [
     ("portal:credits", _("Credits"), "view_billing"),
     ("portal:usage", _("Usage"), "view_account"),
     ("portal:statements", _("Statements"), "view_billing"),
+    ("portal:payments", _("Payment history"), "view_billing"),
     ("portal:subscriptions", _("Subscriptions & numbers"), "view_account"),
     ("portal:subaccounts", _("Subaccounts"), "view_account"),
 ]

@@ -12,10 +12,19 @@ from djmoney.money import Money
 from billing.admin.base import ReadOnlyAdmin
 
 from .exceptions import InvoicingError
-from .forms import CreditNoteForm
-from .models import CreditNote, Statement, StatementLine, StatementRun, StatementRunItem
+from .forms import CreditNoteForm, PaymentForm
+from .models import (
+    CreditNote,
+    Payment,
+    PaymentAllocation,
+    Statement,
+    StatementLine,
+    StatementRun,
+    StatementRunItem,
+)
+from .payments import payment_record
 from .services import credit_note_issue
-from .views import pdf_response
+from .views import pdf_response, receipt_response
 
 
 class StatementRunItemInline(admin.TabularInline):
@@ -153,3 +162,100 @@ class CreditNoteAdmin(ReadOnlyAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)
+
+
+class PaymentAllocationInline(admin.TabularInline):
+    model = PaymentAllocation
+    fields = ["statement", "amount"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("statement")
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyAdmin):
+    """Payments are recorded through the service (add form) and never changed afterwards."""
+
+    list_display = [
+        "receipt_number",
+        "company",
+        "method",
+        "amount",
+        "received_on",
+        "reference",
+        "status",
+        "recorded_by",
+        "receipt_link",
+    ]
+    list_filter = ["method", "status"]
+    list_select_related = ["company", "recorded_by"]
+    search_fields = ["receipt_number", "reference", "company__account_code", "company__name"]
+    inlines = [PaymentAllocationInline]
+    readonly_fields = [*list_display[:-1], "recorded_at", "transaction", "receipt_link"]
+    exclude = []
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.has_perm("invoicing.add_payment")
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/receipt/",
+                self.admin_site.admin_view(self.receipt_view),
+                name="invoicing_payment_receipt",
+            ),
+            *super().get_urls(),
+        ]
+
+    def receipt_view(self, request, pk):
+        payment = self.get_object(request, str(pk))
+        if payment is None or not self.has_view_permission(request, payment):
+            from django.http import Http404
+
+            raise Http404
+        return receipt_response(payment)
+
+    @admin.display(description=_("receipt"))
+    def receipt_link(self, obj):
+        return format_html(
+            '<a href="{}">PDF</a>', reverse("admin:invoicing_payment_receipt", args=[obj.pk])
+        )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Record a bank transfer through the service (the ledger posts it, the service
+        allocates it); a refusal is shown on the form."""
+        company_id = request.POST.get("company") or request.GET.get("company") or None
+        form = PaymentForm(request.POST or None, company_id=company_id)
+        if request.method == "POST" and form.is_valid():
+            company = form.cleaned_data["company"]
+            invoices = form.cleaned_data["invoices"]
+            try:
+                payment = payment_record(
+                    company=company,
+                    amount=Money(form.cleaned_data["amount"], company.currency),
+                    received_on=form.cleaned_data["received_on"],
+                    reference=form.cleaned_data["reference"],
+                    allocations=[(invoice, None) for invoice in invoices] or None,
+                    actor=request.user,
+                )
+            except InvoicingError as error:
+                form.add_error(None, str(error))
+            else:
+                self.log_addition(request, payment, f"Recorded payment {payment.receipt_number}")
+                self.message_user(
+                    request,
+                    f"Payment {payment.receipt_number} of {payment.amount} recorded.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:invoicing_payment_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Record a bank transfer"),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/invoicing/payment_add.html", context)

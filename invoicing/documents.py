@@ -12,8 +12,13 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
 
-from .models import Statement
-from .selectors import statement_sections, statement_totals, statement_usage_records
+from .models import Payment, Statement
+from .selectors import (
+    payment_receipt_lines,
+    statement_sections,
+    statement_totals,
+    statement_usage_records,
+)
 
 CSV_HEADER = [
     "occurred_at",
@@ -56,6 +61,27 @@ def statement_pdf(statement: Statement) -> bytes:
 
     with translation.override(statement.language or "en"):
         html = render_to_string("invoicing/statement_pdf.html", statement_context(statement))
+    return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
+
+
+def receipt_context(payment: Payment) -> dict:
+    allocations, unallocated = payment_receipt_lines(payment)
+    return {
+        "payment": payment,
+        "company": payment.company,
+        "contact": payment.company.billing_contacts.order_by("id").first(),
+        "allocations": allocations,
+        "unallocated": unallocated,
+        "operator": operator_details(),
+    }
+
+
+def receipt_pdf(payment: Payment) -> bytes:
+    """The payment's receipt as an A4 PDF in the company's language."""
+    from weasyprint import HTML
+
+    with translation.override(payment.company.language or "en"):
+        html = render_to_string("invoicing/receipt_pdf.html", receipt_context(payment))
     return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf()
 
 

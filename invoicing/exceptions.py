@@ -7,3 +7,7 @@ class InvoicingError(Exception):
 
 class PeriodNotClosed(InvoicingError):
     """The month has not ended yet in the company's billing time zone."""
+
+
+class PaymentRefused(InvoicingError):
+    """A payment cannot be recorded or allocated as asked (amount, currency, invoice)."""

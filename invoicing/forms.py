@@ -8,3 +8,37 @@ class CreditNoteForm(forms.Form):
     company = forms.ModelChoiceField(Company.objects.order_by("name"), label=_("company"))
     amount = forms.DecimalField(label=_("amount"), min_value=0, max_digits=19, decimal_places=4)
     reason = forms.CharField(label=_("reason"), max_length=500)
+
+
+class PaymentForm(forms.Form):
+    """A bank transfer received. Invoices offered are the chosen company's open ones (the
+    company comes from ``?company=`` or the posted form); none chosen: oldest first."""
+
+    company = forms.ModelChoiceField(Company.objects.order_by("name"), label=_("company"))
+    amount = forms.DecimalField(label=_("amount"), min_value=0, max_digits=19, decimal_places=4)
+    received_on = forms.DateField(label=_("payment date"))
+    reference = forms.CharField(label=_("reference"), max_length=200, required=False)
+    invoices = forms.ModelMultipleChoiceField(
+        queryset=None,
+        label=_("invoices to pay"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None chosen: the oldest open invoices are paid first."),
+    )
+
+    def __init__(self, *args, company_id=None, **kwargs):
+        from .models import Statement
+        from .payments import OPEN_STATUSES
+
+        super().__init__(*args, **kwargs)
+        self.fields["invoices"].queryset = (
+            Statement.objects.filter(
+                company_id=company_id,
+                kind=Statement.Kind.INVOICE,
+                payment_status__in=OPEN_STATUSES,
+            ).order_by("period_start", "id")
+            if company_id
+            else Statement.objects.none()
+        )
+        if company_id:
+            self.fields["company"].initial = company_id

@@ -307,3 +307,93 @@ class CreditNote(ImmutableModel):
 
     def __str__(self) -> str:
         return self.number
+
+
+class Payment(models.Model):
+    """Money received from a company (a bank transfer now; a card or credits later), with its
+    receipt number (series ``RCP-<year>``, gapless, taken in the recording transaction).
+
+    A successful payment is posted to the ledger once (idempotency key ``payment:<id>``:
+    customer balance up, ``cash`` down) and allocated to open invoices by
+    ``PaymentAllocation`` rows; what no invoice took stays unallocated on the payment.
+    Recorded payments are never edited or deleted: a mistake is reversed in the ledger.
+    """
+
+    class Method(models.TextChoices):
+        BANK_TRANSFER = "bank_transfer", _("Bank transfer")
+        CARD = "card", _("Card")
+        CREDITS = "credits", _("Credits")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCESSFUL = "successful", _("Successful")
+        FAILED = "failed", _("Failed")
+
+    company = models.ForeignKey(
+        Company, on_delete=models.PROTECT, related_name="payments", verbose_name=_("company")
+    )
+    method = models.CharField(_("method"), max_length=20, choices=Method)
+    amount = money_field(_("amount"))
+    received_on = models.DateField(_("payment date"))
+    recorded_at = models.DateTimeField(_("recorded at"))
+    reference = models.CharField(_("reference"), max_length=200, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=Status)
+    receipt_number = models.CharField(_("receipt"), max_length=40, unique=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("recorded by"),
+    )
+    transaction = models.OneToOneField(
+        LedgerTransaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payment",
+        verbose_name=_("ledger transaction"),
+    )
+
+    class Meta:
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
+        ordering = ["-recorded_at", "-id"]
+        constraints = [
+            models.CheckConstraint(name="payment_amount_positive", condition=Q(amount__gt=0))
+        ]
+        indexes = [models.Index(fields=["company", "-recorded_at"], name="payment_company")]
+
+    def __str__(self) -> str:
+        return self.receipt_number
+
+
+class PaymentAllocation(models.Model):
+    """The part of a payment that pays one invoice. The statement row stays immutable: what
+    an invoice has been paid is the sum of its allocations."""
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="allocations")
+    statement = models.ForeignKey(
+        Statement,
+        on_delete=models.PROTECT,
+        related_name="allocations",
+        verbose_name=_("invoice"),
+    )
+    amount = money_field(_("amount"))
+
+    class Meta:
+        verbose_name = _("payment allocation")
+        verbose_name_plural = _("payment allocations")
+        ordering = ["payment", "id"]
+        constraints = [
+            models.CheckConstraint(
+                name="payment_allocation_amount_positive", condition=Q(amount__gt=0)
+            ),
+            models.UniqueConstraint(
+                fields=["payment", "statement"], name="payment_allocation_once_per_invoice"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment_id} → {self.statement_id}: {self.amount}"

@@ -135,3 +135,48 @@ def statement_usage_records(statement: Statement) -> Iterator[tuple]:
         )
         .iterator(chunk_size=CSV_CHUNK)
     )
+
+
+# --- Payments -------------------------------------------------------------------------------
+
+
+def company_payments(company: Company):
+    """The company's payments, newest first."""
+    from .models import Payment
+
+    return Payment.objects.filter(company=company).order_by("-recorded_at", "-id")
+
+
+@dataclass(frozen=True)
+class PaymentHistoryRow:
+    """One line of the portal's payment history: a payment's allocation to one invoice, or
+    the part of a payment no invoice took (``statement`` None)."""
+
+    payment: object
+    statement: Statement | None
+    amount: Money
+
+
+def payment_history_rows(payments) -> list[PaymentHistoryRow]:
+    """Rows for a page of payments: one per allocation, oldest invoice first, plus one for
+    an unallocated remainder. ``payments`` must prefetch ``allocations__statement``."""
+    rows = []
+    for payment in payments:
+        allocations = sorted(
+            payment.allocations.all(), key=lambda a: (a.statement.period_start, a.pk)
+        )
+        for allocation in allocations:
+            rows.append(PaymentHistoryRow(payment, allocation.statement, allocation.amount))
+        left = payment.amount.amount - sum((a.amount.amount for a in allocations), Decimal(0))
+        if left > 0:
+            rows.append(PaymentHistoryRow(payment, None, Money(left, payment.amount.currency)))
+    return rows
+
+
+def payment_receipt_lines(payment) -> tuple[list, Money]:
+    """The invoices a payment paid and what stays unallocated (one query)."""
+    allocations = list(
+        payment.allocations.select_related("statement").order_by("statement__period_start")
+    )
+    allocated = sum((a.amount.amount for a in allocations), Decimal(0))
+    return allocations, Money(payment.amount.amount - allocated, payment.amount.currency)

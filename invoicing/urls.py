@@ -9,4 +9,6 @@ urlpatterns = [
     path("statements/<int:pk>/", views.statement_detail, name="statement"),
     path("statements/<int:pk>/pdf/", views.statement_pdf_download, name="statement_pdf"),
     path("statements/<int:pk>/csv/", views.statement_csv_download, name="statement_csv"),
+    path("payments/", views.payment_history, name="payments"),
+    path("payments/<int:pk>/receipt/", views.payment_receipt_download, name="payment_receipt"),
 ]

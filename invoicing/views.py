@@ -2,14 +2,17 @@
 CSV of its detail records. Every statement is looked up through ``request.company``, so
 another company's statement is a 404."""
 
+from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from accounts.portal import portal_view
 
-from .documents import statement_context, statement_csv_rows, statement_pdf
-from .models import Statement
-from .selectors import company_statements
+from .documents import receipt_pdf, statement_context, statement_csv_rows, statement_pdf
+from .models import Payment, Statement
+from .selectors import company_payments, company_statements, payment_history_rows
+
+PAYMENTS_PER_PAGE = 25
 
 
 @portal_view("view_billing")
@@ -43,5 +46,32 @@ def statement_csv_download(request, pk: int):
 def pdf_response(statement: Statement) -> HttpResponse:
     response = HttpResponse(statement_pdf(statement), content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="{statement.number}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@portal_view("view_billing")
+def payment_history(request):
+    """Payments newest first, paginated by payment (a fixed number of queries per page);
+    each payment shows one row per invoice it paid."""
+    page = Paginator(
+        company_payments(request.company).prefetch_related("allocations__statement"),
+        PAYMENTS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "portal/payments.html",
+        {"page": page, "rows": payment_history_rows(page.object_list)},
+    )
+
+
+@portal_view("view_billing")
+def payment_receipt_download(request, pk: int):
+    return receipt_response(get_object_or_404(company_payments(request.company), pk=pk))
+
+
+def receipt_response(payment: Payment) -> HttpResponse:
+    response = HttpResponse(receipt_pdf(payment), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{payment.receipt_number}.pdf"'
     response["Cache-Control"] = "private, no-store"
     return response

@@ -24,7 +24,26 @@ def _statement(company) -> int:
     ).pk
 
 
+def _payment(company) -> int:
+    from datetime import date
+
+    from djmoney.money import Money
+
+    from accounts.models import Company
+    from invoicing.payments import payment_record
+
+    company.mode = Company.Mode.POSTPAID
+    company.save(update_fields=["mode"])
+    return payment_record(
+        company=company,
+        amount=Money(100, company.currency),
+        received_on=date(2026, 1, 5),
+        reference="test",
+    ).pk
+
+
 OBJECT_URLS = {
+    "payment_receipt": (_payment, ["get"]),
     "subaccount": (lambda company: SubaccountFactory(company=company).pk, ["get", "post"]),
     "subaccount_toggle": (lambda company: SubaccountFactory(company=company).pk, ["post"]),
     "statement": (_statement, ["get"]),

@@ -1,0 +1,233 @@
+"""Recording payments received (bank transfers now; card and credits later) and allocating
+them to open invoices: everything in invoicing that writes a payment.
+
+What an invoice has been paid is the sum of its ``PaymentAllocation`` rows; the statement
+row itself stays final, only its ``payment_status`` moves (pending → partially paid → paid),
+the one column the model and the PostgreSQL trigger let change.
+
+Lock order (the house order, then the documents): the company row, then its open invoices
+(oldest first), then the ``RCP-<year>`` number series, then the ledger (which locks the
+company again, a no-op, and for a postpaid credit touches no lot). Two payments for the same
+company therefore serialise on the company row and can never allocate the same open amount
+twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+from djmoney.money import Money
+
+from accounts.models import Company, CompanyBlock
+from accounts.services import company_unblock, lock_company
+from billing.models import LedgerAccount, LedgerTransaction
+from billing.money import quantize_amount
+from billing.services import ledger
+
+from .exceptions import PaymentRefused
+from .models import Payment, PaymentAllocation, Statement
+from .services import _take_numbers
+
+RECEIPT_PREFIX = "RCP"
+OPEN_STATUSES = (Statement.PaymentStatus.PENDING, Statement.PaymentStatus.PARTIALLY_PAID)
+CASH_ACCOUNT = (LedgerAccount.Kind.CASH, "cash")
+ZERO = Decimal(0)
+
+# One requested allocation: an invoice and how much of the payment goes to it (None: as
+# much as it still owes and the payment still has).
+AllocationRequest = tuple[Statement, Money | None]
+
+
+def amounts_paid(statement_ids: Sequence[int]) -> dict[int, Decimal]:
+    """What has been allocated to each invoice so far (one query)."""
+    rows = (
+        PaymentAllocation.objects.filter(statement_id__in=list(statement_ids))
+        .values("statement_id")
+        .annotate(paid=Sum("amount"))
+    )
+    return {row["statement_id"]: row["paid"] for row in rows}
+
+
+@transaction.atomic
+def payment_record(
+    *,
+    company: Company,
+    amount: Money,
+    received_on: date,
+    reference: str,
+    allocations: Sequence[AllocationRequest] | None = None,
+    actor=None,
+    method: str = Payment.Method.BANK_TRANSFER,
+    now: datetime | None = None,
+) -> Payment:
+    """Record a successful payment of ``amount`` received on ``received_on`` and allocate it.
+
+    Guarantees: a receipt number from the gapless ``RCP-<year>`` series; the ledger raises
+    the company's balance by ``amount`` (counter account ``cash``, key ``payment:<id>``);
+    allocations go oldest open invoice first, or to the ``allocations`` asked for, and never
+    exceed an invoice's open amount; what no invoice takes stays unallocated on the payment.
+    When no overdue invoice is left, an ``overdue`` block is lifted.
+
+    Raises ``PaymentRefused`` for an amount of zero or less, another currency, too many
+    decimals, a future date, a prepaid company, an invoice of another company or one that
+    is not open, or an allocation above the invoice's open amount or the payment.
+    """
+    now = now or timezone.now()
+    _check_amount(company, amount)
+    for statement, _ in allocations or ():
+        if statement.company_id != company.pk:
+            raise PaymentRefused(f"Invoice {statement.number} belongs to another company.")
+    company = lock_company(company.pk)
+    if company.mode != Company.Mode.POSTPAID:
+        raise PaymentRefused(
+            f"{company.name} is prepaid: it has no invoices to pay; it buys credits instead."
+        )
+    if received_on > now.astimezone(company.tzinfo).date():
+        raise PaymentRefused("The payment date is in the future.")
+    open_invoices = list(
+        Statement.objects.select_for_update()
+        .filter(company=company, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES)
+        .order_by("period_start", "id")
+    )
+    paid = amounts_paid([invoice.pk for invoice in open_invoices])
+    open_amount = {
+        invoice.pk: invoice.amount_due.amount - paid.get(invoice.pk, ZERO)
+        for invoice in open_invoices
+    }
+    plan = _allocation_plan(amount, open_invoices, open_amount, allocations)
+
+    series = f"{RECEIPT_PREFIX}-{now.astimezone(company.tzinfo):%Y}"
+    [(_, number)] = _take_numbers([series], {series})
+    payment = Payment.objects.create(
+        company=company,
+        method=method,
+        amount=amount,
+        received_on=received_on,
+        recorded_at=now,
+        reference=reference.strip(),
+        status=Payment.Status.SUCCESSFUL,
+        receipt_number=number,
+        recorded_by=actor,
+    )
+    payment.transaction = _post_to_ledger(company, payment, now)
+    payment.save(update_fields=["transaction"])
+
+    PaymentAllocation.objects.bulk_create(
+        [
+            PaymentAllocation(
+                payment=payment, statement=invoice, amount=Money(value, amount.currency)
+            )
+            for invoice, value in plan
+        ]
+    )
+    for invoice, value in plan:
+        left = open_amount[invoice.pk] - value
+        invoice.payment_status = (
+            Statement.PaymentStatus.PAID if left <= 0 else Statement.PaymentStatus.PARTIALLY_PAID
+        )
+        invoice.save(update_fields=["payment_status"])
+    _lift_overdue_block(company, open_invoices, now, payment)
+    return payment
+
+
+def _check_amount(company: Company, amount: Money) -> None:
+    if str(amount.currency) != company.currency:
+        raise PaymentRefused(f"{amount} is not in {company.name}'s currency ({company.currency}).")
+    if amount.amount <= 0:
+        raise PaymentRefused(f"A payment must be more than zero, not {amount}.")
+    if quantize_amount(amount.amount, company.currency) != amount.amount:
+        raise PaymentRefused(f"{amount.amount} has more decimals than {company.currency} allows.")
+
+
+def _allocation_plan(
+    amount: Money,
+    open_invoices: list[Statement],
+    open_amount: dict[int, Decimal],
+    allocations: Sequence[AllocationRequest] | None,
+) -> list[tuple[Statement, Decimal]]:
+    """Which invoice gets how much: oldest first by default, else in the order asked."""
+    by_pk = {invoice.pk: invoice for invoice in open_invoices}
+    if allocations is None:
+        requests: list[AllocationRequest] = [(invoice, None) for invoice in open_invoices]
+    else:
+        requests = list(allocations)
+        if len({statement.pk for statement, _ in requests}) != len(requests):
+            raise PaymentRefused("An invoice is listed twice.")
+    left = amount.amount
+    plan = []
+    for statement, wanted in requests:
+        invoice = by_pk.get(statement.pk)
+        if invoice is None:
+            raise PaymentRefused(f"Invoice {statement.number} is not open: nothing is owed on it.")
+        owed = open_amount[invoice.pk]
+        if wanted is None:
+            value = min(owed, left)
+        else:
+            if str(wanted.currency) != str(amount.currency) or wanted.amount <= 0:
+                raise PaymentRefused(
+                    f"An allocation must be more than zero in {amount.currency}, not {wanted}."
+                )
+            value = wanted.amount
+            if value > owed:
+                raise PaymentRefused(
+                    f"{wanted} is more than the {Money(owed, amount.currency)} "
+                    f"still open on invoice {invoice.number}."
+                )
+            if value > left:
+                raise PaymentRefused("The allocations add up to more than the payment.")
+        if value > 0:
+            plan.append((invoice, value))
+            left -= value
+    return plan
+
+
+def _post_to_ledger(company: Company, payment: Payment, now: datetime) -> LedgerTransaction:
+    [[posted]] = ledger.statement_entries_post(
+        entries=[
+            (
+                company,
+                [
+                    ledger.StatementEntry(
+                        amount=payment.amount,
+                        kind=LedgerTransaction.Kind.PAYMENT,
+                        counter=CASH_ACCOUNT,
+                        idempotency_key=f"payment:{payment.pk}",
+                        description=f"Payment received ({payment.get_method_display()}), "
+                        f"receipt {payment.receipt_number}",
+                        cause=payment,
+                        actor=payment.recorded_by,
+                        metadata={"reference": payment.reference},
+                    )
+                ],
+            )
+        ],
+        now=now,
+    )
+    return posted
+
+
+def _lift_overdue_block(
+    company: Company, open_invoices: list[Statement], now: datetime, payment: Payment
+) -> None:
+    """Lift an ``overdue`` block once no invoice past its due date is still open."""
+    if not CompanyBlock.objects.filter(
+        company=company, reason=CompanyBlock.Reason.OVERDUE, lifted_at=None
+    ).exists():
+        return
+    today = now.astimezone(company.tzinfo).date()
+    still_overdue = any(
+        invoice.payment_status in OPEN_STATUSES and invoice.due_date and invoice.due_date < today
+        for invoice in open_invoices
+    )
+    if not still_overdue:
+        company_unblock(
+            company=company,
+            reason=CompanyBlock.Reason.OVERDUE,
+            note=f"Paid, receipt {payment.receipt_number}",
+            now=now,
+        )

@@ -1,0 +1,40 @@
+"""Two payments for one invoice at the same moment, for real on PostgreSQL: they serialise on
+the company row, so the invoice is never allocated more than it owes."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from djmoney.money import Money
+
+from billing.reconcile import reconcile
+from invoicing.models import Payment, PaymentAllocation, Statement
+from invoicing.payments import payment_record
+
+from .test_payments import NOW, invoiced_company
+from .test_races import run_together
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def test_two_payments_racing_on_one_invoice_never_over_allocate_it():
+    company, [april] = invoiced_company(4)
+    due = april.amount_due.amount
+    amount = Money(due * 3 / 4, "JPY")
+
+    def pay():
+        return payment_record(
+            company=company, amount=amount, received_on=date(2026, 8, 9), reference="r", now=NOW
+        )
+
+    run_together([pay, pay])
+    allocated = sum(a.amount.amount for a in PaymentAllocation.objects.filter(statement=april))
+    assert allocated == due
+    april.refresh_from_db()
+    assert april.payment_status == Statement.PaymentStatus.PAID
+    assert sorted(Payment.objects.values_list("receipt_number", flat=True)) == [
+        "RCP-2026-000001",
+        "RCP-2026-000002",
+    ]
+    assert sum(p.amount.amount for p in Payment.objects.all()) == Decimal(due * 3 / 2)
+    assert reconcile().ok
