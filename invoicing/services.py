@@ -671,7 +671,10 @@ def companies_due(year: int, month: int, now: datetime) -> list[int]:
     """Companies whose ``year``-``month`` has ended in their billing time zone and that
     existed before it ended, in id order."""
     due = []
-    for tz_name in Company.objects.values_list("billing_timezone", flat=True).distinct():
+    # order_by(): Company's default ordering (by name) would make DISTINCT return one row
+    # per company, and every company would be listed once per company.
+    zones = Company.objects.order_by().values_list("billing_timezone", flat=True).distinct()
+    for tz_name in zones:
         _start, end = calendar_month(year, month, ZoneInfo(tz_name))
         if end <= now:
             due.extend(

@@ -19,7 +19,9 @@ def statements_close_due() -> int:
     now = timezone.now()
     months = {
         previous_month_of(now, Company(billing_timezone=tz_name))
-        for tz_name in Company.objects.values_list("billing_timezone", flat=True).distinct()
+        for tz_name in Company.objects.order_by()
+        .values_list("billing_timezone", flat=True)
+        .distinct()
     }
     sent = 0
     size = getattr(settings, "TOLLGATE_STATEMENT_BATCH", 50)

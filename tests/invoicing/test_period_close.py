@@ -136,3 +136,11 @@ def test_one_statement_alone_stays_within_a_fixed_budget(django_assert_max_num_q
     [company] = companies(2)[1:]
     with django_assert_max_num_queries(30):  # ~20 plus savepoints
         statements_issue(company_ids=[company.pk], year=2026, month=4, now=AFTER_ALL)
+
+
+def test_companies_due_lists_each_company_once_whatever_its_name():
+    # Company's default ordering (by name) once made DISTINCT over the time zones return one
+    # row per company, and each company was then listed once per company.
+    made = companies(4)
+    due = services.companies_due(2026, 4, datetime(2026, 6, 1, tzinfo=UTC))
+    assert due == sorted(company.pk for company in made)
