@@ -6,7 +6,6 @@ plain values already in their database form: ``Decimal`` amounts, aware datetime
 """
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 
 from django.db import connection
 
@@ -49,27 +48,34 @@ def reserve_ids(model, count: int) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def update_column(model, column: str, values: dict[int, Decimal]) -> None:
-    """Set ``column`` of each row ``pk`` to ``values[pk]``, all in one statement."""
+def update_column(model, column: str, values: dict, sql_type: str = "numeric") -> None:
+    """Set ``column`` of each row ``pk`` to ``values[pk]``, all in one statement
+    (``sql_type``: the column's PostgreSQL type, for the array of new values)."""
     if not values:
         return
     # Only the names come from code (the model's table and column); every value is a parameter.
     table = connection.ops.quote_name(model._meta.db_table)
     name = connection.ops.quote_name(column)
+    ids = sorted(values)
     if connection.vendor == "postgresql":
-        rows = ", ".join(["(%s, %s::numeric)"] * len(values))
+        # Two arrays, so the statement has two parameters however many rows it sets.
         sql = (
             f"UPDATE {table} AS t SET {name} = v.value "  # noqa: S608
-            f"FROM (VALUES {rows}) AS v(id, value) WHERE t.id = v.id"
+            f"FROM unnest(%s::bigint[], %s::{sql_type}[]) AS v(id, value) WHERE t.id = v.id"
         )
-        params = [item for pair in sorted(values.items()) for item in pair]
+        params = [ids, [values[pk] for pk in ids]]
     else:
-        # SQLite (the embedded default): a CASE over the ids.
-        cases = " ".join(["WHEN %s THEN %s"] * len(values))
+        # SQLite (the embedded default): a CASE over the ids, values as the field stores them.
+        field = model._meta.get_field(column)
+        cases = " ".join(["WHEN %s THEN %s"] * len(ids))
         sql = (
             f"UPDATE {table} SET {name} = CASE id {cases} END "  # noqa: S608
-            f"WHERE id IN ({', '.join(['%s'] * len(values))})"
+            f"WHERE id IN ({', '.join(['%s'] * len(ids))})"
         )
-        params = [item for pair in sorted(values.items()) for item in pair] + sorted(values)
+        params = [
+            item
+            for pk in ids
+            for item in (pk, field.get_db_prep_value(values[pk], connection, prepared=False))
+        ] + ids
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -1126,7 +1126,6 @@ class UsageBooks:
     """
 
     def __init__(self, companies: Sequence[Company], now: datetime):
-        self.now = now
         unique = {company.pk: company for company in companies}
         self.batches: dict[int, UsageBatch] = {
             book.company.pk: UsageBatch(book)
@@ -1253,19 +1252,6 @@ class UsageBatch:
 
 
 # --- Writing what the books collected --------------------------------------------------------
-
-
-def _customer_account(company: Company) -> LedgerAccount:
-    account, _ = LedgerAccount.objects.get_or_create(
-        kind=LedgerAccount.Kind.CUSTOMER,
-        company=company,
-        defaults={
-            "code": "customer",
-            "currency": company.currency,
-            "balance": Money(ZERO, company.currency),
-        },
-    )
-    return account
 
 
 def _flush_books(books: list[_CompanyBook]) -> None:

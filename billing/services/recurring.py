@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from djmoney.money import Money
@@ -32,7 +32,7 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_companies, lock_company
 
-from ..bulk import insert_rows
+from ..bulk import insert_rows, update_column
 from ..exceptions import BillingError, InvalidAmount, NumberInUse
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
 from ..money import quantize_amount
@@ -462,20 +462,15 @@ def _advance_pointers(due: list[DueCharge]) -> None:
 
 
 def _set_next_charge(model, items: list) -> None:
-    """Write ``next_charge_at`` of ``items`` (all of ``model``) in one statement: on
-    PostgreSQL from two arrays (Django's ``bulk_update`` builds a CASE per row, which costs
-    more client time than the rest of a company's charges)."""
-    if connection.vendor != "postgresql":
-        model.objects.bulk_update(items, ["next_charge_at"], batch_size=500)
-        return
-    table = connection.ops.quote_name(model._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} AS item SET next_charge_at = moved.next_charge_at "  # noqa: S608
-            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS moved(id, next_charge_at) "
-            "WHERE item.id = moved.id",
-            [[item.pk for item in items], [item.next_charge_at for item in items]],
-        )
+    """Write ``next_charge_at`` of ``items`` (all of ``model``) in one statement (Django's
+    ``bulk_update`` builds a CASE per row, which costs more client time than the rest of a
+    company's charges)."""
+    update_column(
+        model,
+        "next_charge_at",
+        {item.pk: item.next_charge_at for item in items},
+        sql_type="timestamptz",
+    )
 
 
 def companies_with_charges_due(as_of: datetime) -> list[int]:
