@@ -25,6 +25,7 @@ compilemessages: $(VENV)/.installed
 
 setup: $(VENV)/.installed compilemessages
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py build_pdf_fonts --optional
 	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py setup_staff_groups
 	$(BIN)/python manage.py setup_periodic_tasks
@@ -39,6 +40,7 @@ serve:
 
 ## The whole test suite (SQLite by default; DATABASE_URL=postgres://... for PostgreSQL).
 test: $(VENV)/.installed compilemessages
+	$(BIN)/python manage.py build_pdf_fonts --optional
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

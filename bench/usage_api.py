@@ -174,7 +174,10 @@ class Tally:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global BENCH_DB
     args = _parse_args(argv)
+    if args.database:
+        BENCH_DB = args.database
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     overrides = {
         name: value for name in Sizes.__dataclass_fields__ if (value := getattr(args, name, None))
@@ -301,6 +304,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--keep", action="store_true", help=f"keep the {BENCH_DB} database after the run"
+    )
+    parser.add_argument(
+        "--database",
+        help=f"name of the database the bench drops, creates and uses (default {BENCH_DB})",
     )
     args = parser.parse_args(argv)
     if args.server is None:

@@ -1,9 +1,15 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -24,3 +30,30 @@ def _close_old_connections(sender=None, **kwargs):
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_init.connect
+def _warm_up_pdf_rendering(**kwargs):
+    """Load WeasyPrint, the PDF stylesheet and fonts when a worker process starts, so the
+    first statement it emails or renders is not several times slower than the next
+    (``TOLLGATE_PDF_WARM_UP=false`` skips it). A failure here must not stop the worker."""
+    from django.conf import settings
+
+    if not getattr(settings, "TOLLGATE_PDF_WARM_UP", True):
+        return
+    try:
+        from invoicing.documents import pdf_warm_up
+
+        pdf_warm_up()
+    except Exception:
+        logging.getLogger(__name__).exception("PDF warm-up failed; PDFs will still render")
+
+
+@worker_process_shutdown.connect
+def _free_pdf_fonts(**kwargs):
+    """WeasyPrint keeps a temporary copy of the PDF fonts for as long as their configuration
+    lives; a worker process that is recycled exits without the interpreter's clean-up, so
+    free it here or the copy stays behind in the temporary directory."""
+    from invoicing.documents import pdf_fonts_free
+
+    pdf_fonts_free()

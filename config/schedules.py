@@ -19,6 +19,15 @@ PERIODIC_TASKS: dict[str, dict] = {
         "task": "invoicing.tasks.statements_close_due",
         "crontab": {"minute": "5"},
     },
+    # Hourly, because a day starts at a different UTC hour in each billing time zone.
+    "Overdue invoices (reminders, blocks)": {
+        "task": "invoicing.tasks.dunning_run_due",
+        "crontab": {"minute": "35"},
+    },
+    "Send billing emails whose task was lost": {
+        "task": "invoicing.tasks.billing_emails_wake",
+        "crontab": {"minute": "*/15"},
+    },
     "Clear expired portal sessions": {
         "task": "accounts.tasks.sessions_clear_expired",
         "crontab": {"minute": "15", "hour": "3"},

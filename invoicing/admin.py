@@ -1,28 +1,37 @@
-"""Back-office of invoicing: statement runs with their progress, statements read-only (and
-their PDF), credit notes issued through the service. Nothing here holds a business rule."""
+"""Back-office of invoicing: statement runs with their progress, statements read-only (with
+their PDF and their emails, which staff can have sent again), credit notes issued through the
+service. Nothing here holds a business rule."""
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from billing.admin.base import ReadOnlyAdmin
 
+from .emails import statement_email_resend
 from .exceptions import InvoicingError
 from .forms import CreditNoteForm, PaymentForm
 from .models import (
+    BillingEmail,
     CreditNote,
     Payment,
     PaymentAllocation,
+    Receivable,
     Statement,
     StatementLine,
     StatementRun,
     StatementRunItem,
 )
 from .payments import payment_record
+from .selectors import AGING_BUCKETS, receivables_aging
 from .services import credit_note_issue
 from .views import pdf_response, receipt_response
 
@@ -72,6 +81,38 @@ class StatementLineInline(admin.TabularInline):
     max_num = 0
 
 
+class BillingEmailInline(admin.TabularInline):
+    """The emails of a statement (issued, resent, reminders), newest first."""
+
+    model = BillingEmail
+    fields = [
+        "created_at",
+        "kind",
+        "reminder_days",
+        "recipient",
+        "language",
+        "status",
+        "attempts",
+        "sent_at",
+        "requested_by",
+        "error",
+    ]
+    readonly_fields = fields
+    ordering = ["-created_at", "-id"]
+    extra = 0
+    can_delete = False
+    max_num = 0
+    verbose_name_plural = _("emails")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("requested_by")
+
+    @admin.display(description=_("last error"))
+    def error(self, obj):
+        # The exception itself is the traceback's last line; the whole of it is on the row.
+        return obj.last_error.strip().splitlines()[-1] if obj.last_error.strip() else ""
+
+
 @admin.register(Statement)
 class StatementAdmin(ReadOnlyAdmin):
     list_display = [
@@ -88,8 +129,10 @@ class StatementAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "payment_status", "series"]
     search_fields = ["number", "company__account_code", "company__name"]
     list_select_related = ["company"]
-    inlines = [StatementLineInline]
+    inlines = [StatementLineInline, BillingEmailInline]
     exclude = ["run", "tax_transaction"]
+    actions = ["resend_statement_email"]
+    resend_template = "admin/invoicing/statement_resend_email.html"
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields if f.name not in self.exclude] + [
@@ -119,6 +162,75 @@ class StatementAdmin(ReadOnlyAdmin):
         return format_html(
             '<a href="{}">PDF</a>', reverse("admin:invoicing_statement_pdf", args=[obj.pk])
         )
+
+    def has_resend_email_permission(self, request):
+        return request.user.has_perm("invoicing.add_billingemail")
+
+    @admin.action(description=_("Resend statement email"), permissions=["resend_email"])
+    def resend_statement_email(self, request, queryset):
+        """A confirmation page listing who gets each statement, then one service call per
+        statement, each with a ``LogEntry``."""
+        statements = list(
+            queryset.select_related("company").prefetch_related("company__billing_contacts")
+        )
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": _("Resend statement emails"),
+                "statements": statements,
+                "action": "resend_statement_email",
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": self.media,
+            }
+            return TemplateResponse(request, self.resend_template, context)
+        now = timezone.now()
+        emails, without_contacts = 0, []
+        for statement in statements:
+            # The rows and their LogEntry commit together; the emails go out after.
+            with transaction.atomic():
+                sent = statement_email_resend(statement=statement, actor=request.user, now=now)
+                if sent:
+                    recipients = ", ".join(email.recipient for email in sent)
+                    self.log_change(request, statement, f"Statement email resent to {recipients}")
+            if not sent:
+                without_contacts.append(statement.number)
+            emails += len(sent)
+        message = ngettext("%(count)d email queued.", "%(count)d emails queued.", emails) % {
+            "count": emails
+        }
+        if without_contacts:
+            message += " " + gettext("No billing contact, nothing sent: %(numbers)s.") % {
+                "numbers": ", ".join(without_contacts)
+            }
+        self.message_user(
+            request, message, messages.WARNING if without_contacts else messages.SUCCESS
+        )
+        return None
+
+
+@admin.register(BillingEmail)
+class BillingEmailAdmin(ReadOnlyAdmin):
+    """Every statement email and reminder, to watch for failures; resending is an action on
+    the statements."""
+
+    list_display = [
+        "created_at",
+        "kind",
+        "statement",
+        "reminder_days",
+        "recipient",
+        "language",
+        "status",
+        "attempts",
+        "sent_at",
+        "requested_by",
+    ]
+    list_filter = ["status", "kind", "language"]
+    search_fields = ["recipient", "statement__number", "statement__company__account_code"]
+    list_select_related = ["statement", "requested_by"]
+    readonly_fields = [*list_display, "recipient_name", "claimed_at", "last_error"]
+    exclude = []
 
 
 @admin.register(CreditNote)
@@ -241,6 +353,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                     reference=form.cleaned_data["reference"],
                     allocations=[(invoice, None) for invoice in invoices] or None,
                     actor=request.user,
+                    same_details_confirmed=form.cleaned_data["same_details_confirmed"],
                 )
             except InvoicingError as error:
                 form.add_error(None, str(error))
@@ -259,3 +372,48 @@ class PaymentAdmin(ReadOnlyAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/invoicing/payment_add.html", context)
+
+
+@admin.register(Receivable)
+class ReceivablesAgingAdmin(admin.ModelAdmin):
+    """Open invoices by how late they are, per company and in total per currency: what
+    finance chases first. Seen by whoever may see statements."""
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("invoicing.view_statement") or request.user.has_perm(
+            "invoicing.view_receivable"
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        now = timezone.now()
+        report = receivables_aging(now)
+        labels = {
+            "current": _("Not yet due"),
+            "1-30": _("1–30 days"),
+            "31-60": _("31–60 days"),
+            "61-90": _("61–90 days"),
+            "over-90": _("Over 90 days"),
+        }
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Receivables aging"),
+            "report": report,
+            "bucket_labels": [labels[label] for label, _last in AGING_BUCKETS],
+            "as_of": now,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/invoicing/receivables_aging.html", context)

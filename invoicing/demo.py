@@ -4,14 +4,19 @@ portal's Statements page has invoices (postpaid) and account statements (prepaid
 The demo companies are created when the seed runs, but their usage and fees go back
 ``billing.demo.DAYS`` days; they are dated as customers since then, or no month before
 today would be theirs to close. Closing is idempotent, so running the seed again adds
-nothing.
+nothing. The invoices already past their due date are paid by bank transfer a few days
+before it, so the Payment history has receipts and no demo company is overdue.
 """
 
 from datetime import datetime, timedelta
 
+from djmoney.money import Money
+
 from accounts.models import Company
 from billing.demo import DAYS
 
+from .models import Statement
+from .payments import OPEN_STATUSES, amounts_paid, payment_record
 from .services import period_close
 
 DEMO_COMPANIES = ("acme-prepaid", "kumo-postpaid", "globex-usd")
@@ -29,3 +34,29 @@ def seed_statements(now: datetime) -> int:
         issued += period_close(year=year, month=month, now=now).issued
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return issued
+
+
+def seed_payments(now: datetime) -> int:
+    """Pay every demo invoice whose due date has passed (idempotent: paid ones are not
+    open any more); returns the payments recorded now."""
+    overdue = Statement.objects.filter(
+        company__account_code__in=DEMO_COMPANIES,
+        kind=Statement.Kind.INVOICE,
+        payment_status__in=OPEN_STATUSES,
+    ).select_related("company")
+    paid = amounts_paid([invoice.pk for invoice in overdue])
+    recorded = 0
+    for invoice in overdue.order_by("company_id", "period_start"):
+        today = now.astimezone(invoice.company.tzinfo).date()
+        if invoice.due_date is None or invoice.due_date >= today:
+            continue
+        payment_record(
+            company=invoice.company,
+            amount=Money(invoice.invoice_amount.amount - paid.get(invoice.pk, 0), invoice.currency),
+            received_on=invoice.due_date - timedelta(days=3),
+            reference=f"Bank transfer for {invoice.number}",
+            allocations=[(invoice, None)],
+            now=now,
+        )
+        recorded += 1
+    return recorded

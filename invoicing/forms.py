@@ -25,6 +25,10 @@ class PaymentForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text=_("None chosen: the oldest open invoices are paid first."),
     )
+    same_details_confirmed = forms.BooleanField(
+        label=_("This is another payment with the same amount, date and reference"),
+        required=False,
+    )
 
     def __init__(self, *args, company_id=None, **kwargs):
         from .models import Statement

@@ -167,9 +167,16 @@ class Statement(ImmutableModel):
     taxable = money_field(_("taxable amount"))
     tax = money_field(_("tax"))
     closing_balance = money_field(_("closing balance"))
+    # What the company owes in all at the period end (the closing balance, never below zero):
+    # the "Total due" a customer reads, older unpaid invoices included.
     amount_due = money_field(_("amount due"))
-    # Payments are allocated to invoices later (issue #7, payments): the statement row stays
-    # immutable, so what has been paid will live in allocation rows, summed when read.
+    # This invoice's own amount, which payments are allocated against: the period's charges
+    # less credits plus tax, less any credit the account already held, never below zero and
+    # never more than the total due. Older invoices keep their own open amounts, so an
+    # unpaid balance carried forward is owed once, not once per invoice that shows it.
+    invoice_amount = money_field(_("invoice amount"))
+    # The statement row stays immutable: what has been paid lives in allocation rows
+    # (``PaymentAllocation``), summed when read; only ``payment_status`` follows them.
     payment_status = models.CharField(
         _("payment status"), max_length=20, choices=PaymentStatus, default=PaymentStatus.PENDING
     )
@@ -202,7 +209,16 @@ class Statement(ImmutableModel):
                 condition=Q(period_end__gt=models.F("period_start")),
             ),
         ]
-        indexes = [models.Index(fields=["company", "-period_start"], name="statement_company")]
+        indexes = [
+            models.Index(fields=["company", "-period_start"], name="statement_company"),
+            # The email sweep reads recent statements; dunning reads open invoices by due date.
+            models.Index(fields=["issued_at"], name="statement_issued"),
+            models.Index(
+                fields=["due_date", "company"],
+                condition=Q(kind="invoice", payment_status__in=["pending", "partially_paid"]),
+                name="statement_open_invoice_due",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.number
@@ -397,3 +413,99 @@ class PaymentAllocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.payment_id} → {self.statement_id}: {self.amount}"
+
+
+class BillingEmail(models.Model):
+    """One email about a statement to one billing contact: the statement when it is issued
+    (or again when staff ask), or a reminder that an invoice is overdue.
+
+    The row is written before the message is sent, and is what makes sending safe to repeat:
+    the automatic emails are unique per statement, recipient and kind (and, for reminders,
+    days after the due date); a send first claims the row (queued or failed → sending, one
+    UPDATE), so a task run twice, or twice at once, sends once. A worker that dies after the
+    mail server took the message but before the row says sent leaves it "sending"; once that
+    claim is older than ``invoicing.emails.CLAIM_TIMEOUT`` it is sent again: at worst one
+    duplicate, never a lost email.
+    """
+
+    class Kind(models.TextChoices):
+        STATEMENT = "statement", _("Statement issued")
+        REMINDER = "reminder", _("Overdue reminder")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+        # A reminder whose invoice was paid before it went out.
+        NOT_NEEDED = "not_needed", _("Not needed any more")
+
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind)
+    statement = models.ForeignKey(
+        Statement, on_delete=models.PROTECT, related_name="emails", verbose_name=_("statement")
+    )
+    recipient = models.EmailField(_("recipient"))
+    recipient_name = models.CharField(_("recipient name"), max_length=200, blank=True)
+    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES)
+    # Reminders: how many days after the due date this one is for (1, 7, 14...).
+    reminder_days = models.PositiveSmallIntegerField(
+        _("days after due date"), null=True, blank=True
+    )
+    status = models.CharField(_("status"), max_length=12, choices=Status, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created at"))
+    claimed_at = models.DateTimeField(_("last attempt at"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    # Staff who asked for the statement to be sent again (None: sent automatically).
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("resend requested by"),
+    )
+
+    class Meta:
+        verbose_name = _("billing email")
+        verbose_name_plural = _("billing emails")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "recipient"],
+                condition=Q(kind="statement", requested_by__isnull=True),
+                name="billing_email_statement_once_per_recipient",
+            ),
+            models.UniqueConstraint(
+                fields=["statement", "recipient", "reminder_days"],
+                condition=Q(kind="reminder"),
+                name="billing_email_reminder_once_per_recipient_and_day",
+            ),
+            models.CheckConstraint(
+                name="billing_email_reminder_has_days",
+                condition=Q(kind="reminder", reminder_days__isnull=False)
+                | Q(kind="statement", reminder_days__isnull=True),
+            ),
+        ]
+        indexes = [
+            # The sweep for emails whose task was lost reads only the few unsent rows.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status__in=["queued", "sending"]),
+                name="billing_email_unsent",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.statement_id} → {self.recipient}"
+
+
+class Receivable(Statement):
+    """The receivables aging report in the admin (open invoices by how late they are): a
+    view of statements, with its own place and permission in the back-office."""
+
+    class Meta:
+        proxy = True
+        verbose_name = _("receivables aging")
+        verbose_name_plural = _("receivables aging")

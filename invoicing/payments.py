@@ -64,6 +64,7 @@ def payment_record(
     actor=None,
     method: str = Payment.Method.BANK_TRANSFER,
     now: datetime | None = None,
+    same_details_confirmed: bool = False,
 ) -> Payment:
     """Record a successful payment of ``amount`` received on ``received_on`` and allocate it.
 
@@ -72,6 +73,10 @@ def payment_record(
     allocations go oldest open invoice first, or to the ``allocations`` asked for, and never
     exceed an invoice's open amount; what no invoice takes stays unallocated on the payment.
     When no overdue invoice is left, an ``overdue`` block is lifted.
+
+    A payment with the same amount, date and reference as one already recorded for the
+    company is refused unless ``same_details_confirmed``: a bank line entered twice (or a
+    form sent twice) would otherwise credit the company twice.
 
     Raises ``PaymentRefused`` for an amount of zero or less, another currency, too many
     decimals, a future date, a prepaid company, an invoice of another company or one that
@@ -89,6 +94,22 @@ def payment_record(
         )
     if received_on > now.astimezone(company.tzinfo).date():
         raise PaymentRefused("The payment date is in the future.")
+    if not same_details_confirmed:
+        # Under the company lock: a second request with the same details waits for the
+        # first and then finds it.
+        twin = Payment.objects.filter(
+            company=company,
+            amount=amount,
+            received_on=received_on,
+            reference=reference.strip(),
+            status=Payment.Status.SUCCESSFUL,
+        ).first()
+        if twin is not None:
+            raise PaymentRefused(
+                f"A payment of {amount} received on {received_on:%Y-%m-%d} with this reference "
+                f"is already recorded ({twin.receipt_number}). If this is another payment, "
+                "confirm that it is."
+            )
     open_invoices = list(
         Statement.objects.select_for_update()
         .filter(company=company, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES)
@@ -96,7 +117,7 @@ def payment_record(
     )
     paid = amounts_paid([invoice.pk for invoice in open_invoices])
     open_amount = {
-        invoice.pk: invoice.amount_due.amount - paid.get(invoice.pk, ZERO)
+        invoice.pk: invoice.invoice_amount.amount - paid.get(invoice.pk, ZERO)
         for invoice in open_invoices
     }
     plan = _allocation_plan(amount, open_invoices, open_amount, allocations)

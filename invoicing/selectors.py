@@ -1,18 +1,20 @@
 """Reads of statements shared by the portal, the PDF, the CSV and the admin."""
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils.translation import gettext as _
 from djmoney.money import Money
 
-from accounts.models import Company
-from billing.models import UsageRecord
+from accounts.models import BillingContact, Company
+from billing.models import LedgerAccount, UsageRecord
 from billing.selectors_usage import format_bytes, format_duration, service_label
 
-from .models import Statement, StatementLine
+from .models import BillingEmail, Statement, StatementLine
 
 Group = StatementLine.Group
 CSV_CHUNK = 2000
@@ -180,3 +182,216 @@ def payment_receipt_lines(payment) -> tuple[list, Money]:
     )
     allocated = sum((a.amount.amount for a in allocations), Decimal(0))
     return allocations, Money(payment.amount.amount - allocated, payment.amount.currency)
+
+
+# --- Overdue invoices and billing emails ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverdueInvoice:
+    invoice: Statement
+    open_amount: Money
+    # Days since the due date in the company's billing time zone: 1 on the day after it.
+    days_overdue: int
+
+
+def overdue_invoices(today_by_company: Mapping[int, date]) -> list[OverdueInvoice]:
+    """The open invoices of these companies due before each company's ``today`` (a date in
+    its billing time zone), with what is still open on each, by company and oldest due
+    first. Two queries, whatever the number of companies and invoices."""
+    # payments imports the issuing services, which import emails, which import this module.
+    from .payments import OPEN_STATUSES, amounts_paid
+
+    companies_by_today: dict[date, list[int]] = defaultdict(list)
+    for company_id, today in today_by_company.items():
+        companies_by_today[today].append(company_id)
+    if not companies_by_today:
+        return []
+    past_due = Q()
+    for today, company_ids in companies_by_today.items():
+        past_due |= Q(company_id__in=company_ids, due_date__lt=today)
+    invoices = list(
+        Statement.objects.filter(
+            past_due, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES
+        ).order_by("company_id", "due_date", "id")
+    )
+    paid = amounts_paid([invoice.pk for invoice in invoices])
+    overdue = []
+    for invoice in invoices:
+        open_amount = invoice.invoice_amount.amount - paid.get(invoice.pk, Decimal(0))
+        if open_amount <= 0:
+            continue
+        overdue.append(
+            OverdueInvoice(
+                invoice=invoice,
+                open_amount=Money(open_amount, invoice.currency),
+                days_overdue=(today_by_company[invoice.company_id] - invoice.due_date).days,
+            )
+        )
+    return overdue
+
+
+def companies_with_overdue_invoices(now: datetime, today: date | None = None) -> list[int]:
+    """Ids of companies (ascending) with an open invoice that may be overdue at ``now`` in
+    their billing time zone (or on ``today``, as if it were that date everywhere). A
+    superset: the dunning batch checks each company in its own zone."""
+    from .payments import OPEN_STATUSES
+
+    # The latest date anywhere on Earth (UTC+14): an invoice due before it may be overdue
+    # somewhere.
+    latest_today = today or (now.astimezone(UTC) + timedelta(hours=14)).date()
+    return list(
+        Statement.objects.filter(
+            kind=Statement.Kind.INVOICE,
+            payment_status__in=OPEN_STATUSES,
+            due_date__lt=latest_today,
+        )
+        .order_by("company_id")
+        .values_list("company_id", flat=True)
+        .distinct()
+    )
+
+
+def companies_owing(company_ids: Iterable[int]) -> set[int]:
+    """The companies among these whose ledger balance is below zero: they owe money overall
+    (one query). A company without a ledger account has never been charged: it owes nothing."""
+    return set(
+        LedgerAccount.objects.filter(
+            kind=LedgerAccount.Kind.CUSTOMER,
+            company_id__in=list(company_ids),
+            balance__lt=0,
+        ).values_list("company_id", flat=True)
+    )
+
+
+def invoice_open_amount(invoice: Statement) -> Money:
+    """What is still to be paid on one invoice (one query); zero once it is not open."""
+    from .payments import OPEN_STATUSES, amounts_paid
+
+    if invoice.payment_status not in OPEN_STATUSES:
+        return Money(0, invoice.currency)
+    paid = amounts_paid([invoice.pk]).get(invoice.pk, Decimal(0))
+    return Money(max(invoice.invoice_amount.amount - paid, Decimal(0)), invoice.currency)
+
+
+def statements_not_emailed(*, issued_from: datetime, issued_before: datetime) -> list[int]:
+    """Statements issued in ``[issued_from, issued_before)`` whose company has billing
+    contacts but that have no issue email at all: the task that was to queue them was lost.
+    Their ids, oldest first (one query)."""
+    emailed = BillingEmail.objects.filter(
+        statement=OuterRef("pk"), kind=BillingEmail.Kind.STATEMENT, requested_by=None
+    )
+    has_contacts = BillingContact.objects.filter(company_id=OuterRef("company_id"))
+    return list(
+        Statement.objects.filter(issued_at__gte=issued_from, issued_at__lt=issued_before)
+        .filter(Exists(has_contacts))
+        .exclude(Exists(emailed))
+        .order_by("issued_at", "id")
+        .values_list("pk", flat=True)
+    )
+
+
+def billing_emails_stalled(now: datetime, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Emails whose sending task was lost: queued for longer than ``older_than``, or claimed
+    by a worker that has not finished for that long (it died). Their ids, oldest first."""
+    cutoff = now - older_than
+    return list(
+        BillingEmail.objects.filter(
+            Q(status=BillingEmail.Status.QUEUED, created_at__lt=cutoff)
+            | Q(status=BillingEmail.Status.SENDING, claimed_at__lt=cutoff)
+        )
+        .order_by("created_at", "id")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+# --- Receivables aging ------------------------------------------------------------------------
+
+# Buckets of days past the due date (in the company's billing time zone): not yet due, then
+# up to 30, 60 and 90 days late, then more. (label, last day of the bucket or None).
+AGING_BUCKETS: tuple[tuple[str, int | None], ...] = (
+    ("current", 0),
+    ("1-30", 30),
+    ("31-60", 60),
+    ("61-90", 90),
+    ("over-90", None),
+)
+
+
+def aging_bucket(days_overdue: int) -> str:
+    for label, last_day in AGING_BUCKETS:
+        if last_day is None or days_overdue <= last_day:
+            return label
+    raise AssertionError("the last bucket has no end")
+
+
+@dataclass
+class AgingRow:
+    """One company's open invoice amounts by bucket (one currency: the company's)."""
+
+    company: Company
+    currency: str
+    buckets: dict[str, Decimal]
+    invoices: int = 0
+    oldest_due: date | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return sum(self.buckets.values(), Decimal(0))
+
+    @property
+    def total_money(self) -> Money:
+        return Money(self.total, self.currency)
+
+    def amounts(self) -> list[Money]:
+        return [Money(self.buckets[label], self.currency) for label, _ in AGING_BUCKETS]
+
+
+@dataclass(frozen=True)
+class AgingReport:
+    rows: list[AgingRow]  # companies, most overdue amount first
+    totals: list[AgingRow]  # one per currency (``company`` None)
+
+
+def receivables_aging(now: datetime) -> AgingReport:
+    """What each company still owes on its open invoices, by how late it is at ``now``
+    (each company's own date), with totals per currency. One query, whatever the number
+    of invoices; amounts are the invoices' open amounts (``invoice_amount`` less the
+    payments allocated to them), so a balance carried forward is counted once."""
+    from django.db.models import Sum
+
+    from .payments import OPEN_STATUSES
+
+    invoices = (
+        Statement.objects.filter(kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES)
+        .select_related("company")
+        .annotate(paid=Sum("allocations__amount"))
+        .order_by("company_id", "due_date", "id")
+    )
+    rows: dict[int, AgingRow] = {}
+    totals: dict[str, AgingRow] = {}
+    empty = {label: Decimal(0) for label, _ in AGING_BUCKETS}
+    for invoice in invoices:
+        open_amount = invoice.invoice_amount.amount - (invoice.paid or Decimal(0))
+        if open_amount <= 0:
+            continue
+        company = invoice.company
+        today = now.astimezone(company.tzinfo).date()
+        days = (today - invoice.due_date).days if invoice.due_date else 0
+        label = aging_bucket(days)
+        row = rows.setdefault(company.pk, AgingRow(company, invoice.currency, dict(empty)))
+        row.buckets[label] += open_amount
+        row.invoices += 1
+        row.oldest_due = row.oldest_due or invoice.due_date
+        total = totals.setdefault(invoice.currency, AgingRow(None, invoice.currency, dict(empty)))
+        total.buckets[label] += open_amount
+        total.invoices += 1
+
+    def lateness(row: AgingRow) -> tuple:
+        # The longest-overdue money first: what a collector calls about first.
+        return tuple(-row.buckets[label] for label, _ in reversed(AGING_BUCKETS))
+
+    return AgingReport(
+        rows=sorted(rows.values(), key=lambda row: (row.currency, lateness(row))),
+        totals=[totals[currency] for currency in sorted(totals)],
+    )

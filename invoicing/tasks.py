@@ -7,7 +7,14 @@ from django.utils import timezone
 
 from accounts.models import Company
 
+from . import emails
+from .dunning import dunning_run
 from .models import StatementRun
+from .selectors import (
+    billing_emails_stalled,
+    companies_with_overdue_invoices,
+    statements_not_emailed,
+)
 from .services import previous_month_of, run_issue, run_pending, run_prepare, run_refresh
 
 
@@ -53,3 +60,78 @@ def statements_issue_batch(run_id: int, company_ids: list[int]) -> int:
     issued, _failed = run_issue(run=run, company_ids=company_ids)
     run_refresh(run)
     return issued
+
+
+# --- Billing emails and overdue invoices --------------------------------------------------------
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def statement_emails_queue(statement_ids: list[int]) -> int:
+    """Queue the issue emails of a batch of statements (one per billing contact) and send
+    each by its own task; idempotent (one such email per statement and recipient, ever)."""
+    return len(emails.statement_emails_queue(statement_ids=statement_ids))
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=600,
+    max_retries=5,
+)
+def billing_email_send(email_id: int) -> bool:
+    """Send one billing email; safe to run twice (the row is claimed before sending). A
+    failure is recorded on the row and retried with backoff, for up to about 15 minutes;
+    after the last retry the email stays failed, shown in the admin for staff to resend."""
+    return emails.billing_email_send(email_id=email_id)
+
+
+@shared_task(acks_late=True)
+def billing_emails_wake() -> int:
+    """Every quarter hour: queue the emails of recent statements that have none (the task
+    to queue them was lost), and send the emails whose task was lost (queued long ago, or
+    claimed by a worker that died). Sending claims each row, so an email that is in fact
+    under way is not sent twice."""
+    now = timezone.now()
+    statement_ids = statements_not_emailed(
+        issued_from=now - emails.STATEMENT_EMAIL_CATCH_UP,
+        issued_before=now - emails.CLAIM_TIMEOUT,
+    )
+    queued = emails.statement_emails_queue(statement_ids=statement_ids) if statement_ids else []
+    email_ids = billing_emails_stalled(now, older_than=emails.CLAIM_TIMEOUT)
+    for email_id in email_ids:
+        billing_email_send.delay(email_id)
+    return len(queued) + len(email_ids)
+
+
+@shared_task(acks_late=True)
+def dunning_run_due() -> int:
+    """Hourly, because a day starts at a different UTC hour in each billing time zone: fan
+    out batches of the companies with an invoice that may be overdue somewhere. Idempotent:
+    a reminder is sent once and a block set once however often this runs."""
+    company_ids = companies_with_overdue_invoices(timezone.now())
+    size = settings.TOLLGATE_DUNNING_BATCH
+    for index in range(0, len(company_ids), size):
+        batch = company_ids[index : index + size]
+        transaction.on_commit(lambda batch=batch: dunning_run_batch.delay(batch))
+    return len(company_ids)
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def dunning_run_batch(company_ids: list[int]) -> int:
+    """Remind and block for these companies' overdue invoices (one transaction); returns the
+    number of reminder emails queued."""
+    return len(dunning_run(company_ids=company_ids).reminders)

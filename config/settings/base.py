@@ -204,3 +204,24 @@ VOUCHER_RATELIMIT_CACHE = "default"
 # Reverse proxies in front of the web server that append to X-Forwarded-For (0: clients
 # connect directly and REMOTE_ADDR is theirs). Decides which address is rate-limited.
 TOLLGATE_PROXY_COUNT = env.int("TOLLGATE_PROXY_COUNT", default=0)
+
+# Overdue invoices (invoicing.dunning). Reminders go to the billing contacts this many days
+# after an invoice's due date (each once per invoice; a run that missed days sends only the
+# latest one due); from BLOCK_AFTER_DAYS after the due date, a company with the invoice still
+# open is blocked (reason: overdue) until it pays. Days count in the company's time zone.
+TOLLGATE_OVERDUE_REMINDER_DAYS = sorted(
+    {int(day) for day in env.list("TOLLGATE_OVERDUE_REMINDER_DAYS", default=["1", "7", "14"])}
+)
+TOLLGATE_OVERDUE_BLOCK_AFTER_DAYS = env.int("TOLLGATE_OVERDUE_BLOCK_AFTER_DAYS", default=21)
+# Companies checked in one database transaction (their rows locked until it commits).
+TOLLGATE_DUNNING_BATCH = env.int("TOLLGATE_DUNNING_BATCH", default=200)
+# In statement and reminder emails: how to pay by bank transfer (account details, lines
+# separated by "\n"), and the site's address (e.g. https://billing.example.com) for a link
+# to the statement in the portal (empty: no link).
+TOLLGATE_BANK_TRANSFER_DETAILS = env("TOLLGATE_BANK_TRANSFER_DETAILS", default="").replace(
+    "\\n", "\n"
+)
+TOLLGATE_SITE_URL = env("TOLLGATE_SITE_URL", default="").rstrip("/")
+# Load WeasyPrint and the PDF fonts when a Celery worker process starts (~0.5 s), so the
+# first statement PDF a worker renders is as quick as the next ones.
+TOLLGATE_PDF_WARM_UP = env.bool("TOLLGATE_PDF_WARM_UP", default=True)

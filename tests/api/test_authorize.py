@@ -8,14 +8,19 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db.models import Q
 from djmoney.money import Money
 
-from accounts.models import Company, CompanyBlock
+from accounts.models import Company, CompanyBlock, Subaccount
 from accounts.services import company_block
-from billing.models import BundleCounter, UsageRecord
+from billing.authorization import ApiKeyRefused, Authorization, usage_authorize
+from billing.models import ApiKey, BundleCounter, Subscription, UsageRecord, api_key_hash
+from billing.periods import monthly_period
+from billing.rating import affordable_quantity
 from billing.reconcile import reconcile
-from billing.selectors import company_balance
+from billing.selectors import company_available, company_balance
 from billing.services import rating
+from billing.services.api_keys import api_key_revoke
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
 from tests.factories.billing import charge, grant
 from tests.factories.rating import (
@@ -391,3 +396,295 @@ def test_free_minutes_with_a_connection_fee_are_not_unlimited_without_credit(cli
     )
     answer = authorize(client, raw_key, account="acme", service="voice", destination="+8012345")
     assert answer["allowed"] is False, answer
+
+
+# --- One SQL statement, and the key checked in it ----------------------------------------------
+
+
+def many_bundles_and_lots(company, count):
+    for n in range(count):
+        grant(company, 10, now=NOW - timedelta(days=1 + n))
+        plan = BundleFactory(service="sms", included_quantity=5).plan
+        BundleFactory(plan=plan, service="voice", included_quantity=60)
+        subscription = SubscriptionFactory(
+            company=company, plan=plan, started_at=datetime(2026, 9, 15 + n, tzinfo=UTC)
+        )
+        for start in (datetime(2026, 10, 15 + n, tzinfo=UTC), datetime(2026, 11, 15 + n, 0, 0)):
+            BundleCounter.objects.create(
+                subscription=subscription,
+                bundle=plan.bundles.get(service="sms"),
+                period_start=start.replace(tzinfo=UTC),
+                period_end=start.replace(tzinfo=UTC) + timedelta(days=30),
+                used=1,
+            )
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_an_authorize_costs_one_query_whatever_the_bundles_and_lots(
+    client, acme, raw_key, django_assert_num_queries, count
+):
+    many_bundles_and_lots(acme, count)
+    authorize(client, raw_key, account="acme", service="sms", destination=MOBILE)
+    # Now that this process has the tariff's index: the key, the company and all it needs.
+    with django_assert_num_queries(1):
+        answer = authorize(
+            client, raw_key, account="acme", subaccount="ops", service="sms", destination=MOBILE
+        )
+    assert answer["max_quantity"] == 10 * count // 3 + 4 * count
+
+
+def test_a_revoked_key_is_refused_from_the_next_authorize(client, acme, raw_key):
+    grant(acme, 1000, now=NOW - timedelta(days=1))
+    assert authorize(client, raw_key, account="acme", service="sms", destination=MOBILE)["allowed"]
+    api_key_revoke(api_key=ApiKey.objects.get(key_hash=api_key_hash(raw_key)), now=NOW)
+    response = client.post(
+        "/api/v1/authorize",
+        {"account": "acme", "service": "sms", "destination": MOBILE},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {raw_key}"},
+    )
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "A valid API key is required: Authorization: Bearer <key>."
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"account": "acme", "service": "sms", "destination": MOBILE},
+        {"account": "ghost", "service": "sms"},  # tells nothing about which accounts exist
+        {"account": "acme", "service": ["sms"]},  # a bad key goes before a bad body
+        "{account",
+    ],
+)
+def test_an_unknown_key_is_a_401_whatever_the_body(client, acme, body):
+    response = client.post(
+        "/api/v1/authorize",
+        body,
+        content_type="application/json",
+        headers={"authorization": "Bearer tg_not-a-key"},
+    )
+    assert response.status_code == 401
+
+
+def test_the_service_refuses_an_unknown_key_when_given_one(acme):
+    with pytest.raises(ApiKeyRefused):
+        usage_authorize(
+            account="acme",
+            subaccount=None,
+            service="sms",
+            destination=MOBILE,
+            now=NOW,
+            api_key_hash=api_key_hash("tg_not-a-key"),
+        )
+
+
+def test_cents_are_read_exactly(client, raw_key):
+    # SQLite hands decimals over as floats. Read as the ORM reads them, a limit of $0.30 with
+    # $0.10 owed buys 2 messages at $0.10; in floats, 0.3 - 0.1 < 0.2 would buy only 1.
+    tariff = TariffFactory(currency="USD")
+    RateFactory(tariff=tariff, service="sms", destination="", price=Decimal("0.1"))
+    company = CompanyFactory(
+        account_code="cents",
+        currency="USD",
+        tariff=tariff,
+        mode=Company.Mode.POSTPAID,
+        credit_limit=Money(Decimal("0.30"), "USD"),
+    )
+    charge(company, "0.10", now=NOW - timedelta(hours=1))
+    answer = authorize(client, raw_key, account="cents", service="sms", destination=MOBILE)
+    assert answer == {"allowed": True, "max_quantity": 2, "reason": None}
+
+
+def test_a_counter_of_the_previous_period_does_not_count(client, acme, raw_key):
+    # Periods from the 15th: 15 October's counter is recent, but not this period's.
+    plan = BundleFactory(service="sms", included_quantity=5).plan
+    subscription = SubscriptionFactory(
+        company=acme, plan=plan, started_at=datetime(2026, 9, 15, tzinfo=acme.tzinfo)
+    )
+    BundleCounter.objects.create(
+        subscription=subscription,
+        bundle=plan.bundles.get(),
+        period_start=datetime(2026, 10, 15, tzinfo=acme.tzinfo),
+        period_end=datetime(2026, 11, 15, tzinfo=acme.tzinfo),
+        used=5,
+    )
+    answer = authorize(client, raw_key, account="acme", service="sms", destination=MOBILE)
+    assert answer["max_quantity"] == 5
+
+
+# --- The same answers as the ORM reads it replaced ---------------------------------------------
+
+
+def orm_authorize(*, account, subaccount, service, destination, now):
+    """``usage_authorize`` as it was with one ORM query per table (API key aside): the
+    oracle the single statement must agree with."""
+    company = Company.objects.select_related("tariff").filter(account_code=account).first()
+    if company is None:
+        return Authorization(False, Decimal(0), f"No account “{account}”.")
+    if subaccount:
+        seat = Subaccount.objects.filter(company=company, code=subaccount).first()
+        if seat is None:
+            return Authorization(False, Decimal(0), f"No subaccount “{subaccount}” in {account}.")
+        if not seat.is_active:
+            return Authorization(
+                False, Decimal(0), f"The subaccount “{subaccount}” is deactivated."
+            )
+    if company.is_blocked:
+        return Authorization(False, Decimal(0), f"Blocked: {company.blocked_reason}.")
+    if company.tariff is None:
+        return Authorization(False, Decimal(0), f"{account} has no tariff to rate usage with.")
+    try:
+        digits = rating.normalise_destination(service, destination)
+        rate, _ = rating.tariff_index(company.tariff).find(service, digits, now)
+    except rating.RatingError as error:
+        return Authorization(False, Decimal(0), str(error))
+    available = company_available(company, now)
+    if available is None:
+        return Authorization(True, None)
+    left = Decimal(0)
+    for subscription in Subscription.objects.filter(company=company, started_at__lte=now).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gt=now)
+    ):
+        start = monthly_period(subscription.started_at, now, company.tzinfo)[0]
+        for bundle in subscription.plan.bundles.filter(service=service):
+            if bundle.covers(digits):
+                counter = BundleCounter.objects.filter(
+                    subscription=subscription, bundle=bundle, period_start=start
+                ).first()
+                used = counter.used if counter else Decimal(0)
+                left += max(bundle.included_quantity - used, Decimal(0))
+    quantity = affordable_quantity(
+        service=service,
+        budget=available.amount,
+        unit_price=rate.price,
+        bundle_left=left,
+        connection_fee=rate.connection_fee,
+        minimum=rate.minimum_seconds,
+        first=rate.first_increment,
+        increment=rate.next_increment,
+    )
+    if quantity is None:
+        return Authorization(True, None)
+    if quantity <= 0:
+        return Authorization(False, Decimal(0), "Not enough credit for the smallest billable unit.")
+    return Authorization(True, quantity)
+
+
+@pytest.fixture
+def accounts(tariff, acme):
+    """Every case the read distinguishes, one account each."""
+    RateFactory(tariff=tariff, service="voice", destination="8180", minimum_seconds=60)
+    RateFactory(
+        tariff=tariff, service="voice", destination="80", price=Decimal(0), connection_fee=5
+    )
+    RateFactory(tariff=tariff, service="api", destination="", price=Decimal("0.0125"))
+    # Prepaid: credit left, credit expired but not swept, seats, bundles live and not.
+    grant(acme, 37, now=NOW - timedelta(days=1))
+    grant(acme, 1000, now=NOW - timedelta(days=10), days=5)
+    SubaccountFactory(company=acme, code="gone", is_active=False, deactivated_at=NOW)
+    plan = BundleFactory(service="voice", destinations="8190", included_quantity=120).plan
+    BundleFactory(plan=plan, service="sms", included_quantity=5)
+    BundleFactory(plan=plan, service="data", destinations="JP", included_quantity=10**6)
+    live = SubscriptionFactory(
+        company=acme, plan=plan, started_at=datetime(2026, 9, 15, 9, 30, tzinfo=acme.tzinfo)
+    )
+    # Last period's counters used up; this period's a third, SMS more than it now includes
+    # (the bundle was cut after use).
+    this_period = {"voice": 40, "sms": 7, "data": 10**5}
+    for bundle in plan.bundles.all():
+        for month, used in ((10, bundle.included_quantity), (11, this_period[bundle.service])):
+            start = datetime(2026, month, 15, 9, 30, tzinfo=acme.tzinfo)
+            BundleCounter.objects.create(
+                subscription=live,
+                bundle=bundle,
+                period_start=start,
+                period_end=datetime(2026, month + 1, 15, 9, 30, tzinfo=acme.tzinfo),
+                used=used,
+            )
+    extra = BundleFactory(service="sms", included_quantity=10).plan
+    SubscriptionFactory(company=acme, plan=extra, started_at=datetime(2026, 11, 1, tzinfo=UTC))
+    ended = BundleFactory(service="sms", included_quantity=100).plan
+    SubscriptionFactory(
+        company=acme,
+        plan=ended,
+        started_at=datetime(2026, 9, 1, tzinfo=UTC),
+        ended_at=datetime(2026, 11, 1, tzinfo=UTC),
+    )
+    SubscriptionFactory(company=acme, plan=ended, started_at=datetime(2026, 12, 1, tzinfo=UTC))
+    # Postpaid in cents with a limit, a balance and an expired lot; without a limit.
+    usd = TariffFactory(currency="USD")
+    RateFactory(tariff=usd, service="sms", destination="", price=Decimal("0.0075"))
+    RateFactory(tariff=usd, service="voice", destination="", price=Decimal("0.9"))
+    cents = CompanyFactory(
+        account_code="cents",
+        currency="USD",
+        tariff=usd,
+        mode=Company.Mode.POSTPAID,
+        credit_limit=Money(Decimal("100.50"), "USD"),
+        billing_timezone="America/New_York",
+    )
+    grant(cents, "5.55", now=NOW - timedelta(days=10), days=5)
+    charge(cents, "30.25", now=NOW - timedelta(hours=1))
+    monthly = SubscriptionFactory(
+        company=cents, plan=plan, started_at=datetime(2026, 1, 31, 0, 30, tzinfo=cents.tzinfo)
+    )
+    BundleCounter.objects.create(
+        subscription=monthly,
+        bundle=plan.bundles.get(service="voice"),
+        period_start=datetime(2026, 10, 31, 0, 30, tzinfo=cents.tzinfo),
+        period_end=datetime(2026, 11, 30, 0, 30, tzinfo=cents.tzinfo),
+        used=Decimal("59.5"),
+    )
+    CompanyFactory(account_code="open", tariff=tariff, mode=Company.Mode.POSTPAID)
+    blocked = CompanyFactory(account_code="blocked", tariff=tariff)
+    grant(blocked, 100, now=NOW - timedelta(days=1))
+    company_block(
+        company=blocked,
+        reason=CompanyBlock.Reason.MANUAL,
+        note="fraud",
+        actor=UserFactory(is_staff=True),
+        now=NOW,
+    )
+    CompanyFactory(account_code="untariffed", tariff=None)
+    return ["acme", "cents", "open", "blocked", "untariffed", "ghost"]
+
+
+def test_every_answer_is_the_one_the_orm_reads_gave(accounts):
+    instants = [
+        NOW,
+        datetime(2026, 11, 15, 0, 30, tzinfo=UTC) - timedelta(microseconds=1),  # acme's edge
+        datetime(2026, 11, 15, 0, 30, tzinfo=UTC),
+        datetime(2026, 11, 30, 5, 30, tzinfo=UTC),  # cents' next period (New York, EST)
+        NOW + timedelta(days=40),  # the credit expired, the periods moved on
+    ]
+    usages = [
+        ("voice", MOBILE),
+        ("voice", LANDLINE),
+        ("voice", "+818012345678"),
+        ("voice", "+8012345"),
+        ("voice", "+4420794600"),
+        ("voice", None),
+        ("sms", MOBILE),
+        ("data", "jp"),
+        ("data", "ZZ"),
+        ("api", None),
+        ("disk", None),
+        ("telepathy", None),
+    ]
+    compared = 0
+    for account in accounts:
+        for subaccount in (None, "", "ops", "gone", "ghost"):
+            for service, destination in usages:
+                for now in instants:
+                    request = {
+                        "account": account,
+                        "subaccount": subaccount,
+                        "service": service,
+                        "destination": destination,
+                        "now": now,
+                    }
+                    assert usage_authorize(**request) == orm_authorize(**request), request
+                    compared += 1
+    assert compared == 6 * 5 * 12 * 5

@@ -2,6 +2,7 @@
 another company's statement is a 404."""
 
 import io
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -15,6 +16,10 @@ from pypdf import PdfReader
 
 from accounts.models import Company, Membership
 from billing.models import ApiKey, UsageRecord
+from invoicing import documents
+from invoicing.documents import font_configuration, pdf_stylesheet, statement_pdf
+from invoicing.fonts import font_paths, japanese_characters, pdf_fonts_build
+from invoicing.models import Statement
 from invoicing.services import statement_issue
 from tests.factories import CompanyFactory, MembershipFactory
 
@@ -76,6 +81,83 @@ def test_pdf_labels_follow_the_company_language(client):
     assert "請求書" in text
 
 
+def _fonts(content: bytes) -> set[str]:
+    """The base font names a PDF embeds, without their subset tags (``ABCDEF+``)."""
+    return {
+        font["/BaseFont"].split("+", 1)[-1]
+        for page in PdfReader(io.BytesIO(content)).pages
+        for font in page["/Resources"]["/Font"].values()
+    }
+
+
+def _month_of_twenty_lines(company) -> Statement:
+    """A plan fee, 14 DID fees, 3 services' usage and tax: the statement of a usual month."""
+    fee(company, "3000", at=datetime(2026, 4, 1, tzinfo=TOKYO), description="Plan Business")
+    for n in range(14):
+        fee(company, "300", at=datetime(2026, 4, 1, tzinfo=TOKYO), description=f"DID {n:04d}")
+    for service in ("voice", "sms", "data"):
+        usage(company, "100", at=datetime(2026, 4, 3, tzinfo=TOKYO), service=service)
+    return statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+
+@pytest.mark.parametrize(
+    ("language", "total_due", "page"), [("en", "Total due", "Page"), ("ja", "ご請求金額", "ページ")]
+)
+def test_a_statement_of_twenty_lines_fits_one_page_in_its_language_font(language, total_due, page):
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID, language=language, created_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    statement = _month_of_twenty_lines(company)
+    assert statement.lines.count() >= 19
+    content = statement_pdf(statement)
+    [only] = PdfReader(io.BytesIO(content)).pages
+    text = only.extract_text()
+    assert total_due in text and "DID 0013" in text and f"{page} 1 / 1" in text
+    # Japanese needs Noto Sans CJK, whose subsets are large and slow to make; the footer
+    # has the document's font, not a serif default.
+    ja = "Tollgate-Noto-Sans-JP" if _subset_built() else "Noto-Sans-CJK-JP"  # build_pdf_fonts
+    expected = {"en": {"Liberation-Sans", "Liberation-Sans-Bold"},
+                "ja": {ja, f"{ja}-Bold"}}  # fmt: skip
+    assert _fonts(content) == expected[language]
+
+
+def test_cjk_characters_in_an_english_statement_fall_back_to_noto_sans_cjk():
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID, name="株式会社クモ", created_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    fee(company, "1000", at=datetime(2026, 4, 1, tzinfo=TOKYO))
+    content = statement_pdf(statement_issue(company=company, year=2026, month=4, now=AFTER_ALL))
+    assert "株式会社クモ" in PdfReader(io.BytesIO(content)).pages[0].extract_text()
+    assert "Noto-Sans-CJK-JP-Bold" in _fonts(content)  # the name is bold
+
+
+def test_pdfs_share_the_parsed_stylesheet_and_the_threads_font_configuration(
+    statement, monkeypatch
+):
+    import weasyprint
+
+    calls = []
+    write_pdf = weasyprint.HTML.write_pdf
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return write_pdf(self, *args, **kwargs)
+
+    monkeypatch.setattr(weasyprint.HTML, "write_pdf", spy)
+    statement_pdf(statement)
+    statement_pdf(statement)
+    first, second = calls
+    # With the subset Japanese font built, its @font-face stylesheet comes first.
+    assert first["stylesheets"] == second["stylesheets"]
+    assert first["stylesheets"][-1] is pdf_stylesheet()
+    assert first["font_config"] is second["font_config"] is font_configuration()
+    other_thread = []
+    thread = threading.Thread(target=lambda: other_thread.append(font_configuration()))
+    thread.start()
+    thread.join()
+    assert other_thread[0] is not first["font_config"]
+
+
 @pytest.mark.parametrize(
     "name", ["portal:statement", "portal:statement_pdf", "portal:statement_csv"]
 )
@@ -117,3 +199,77 @@ def test_csv_of_a_hundred_thousand_records_streams(client, statement):
         lines += chunk.count(b"\n")
     assert lines == 1 + 5 + 100_000  # header, the fixture's records, the bulk ones
     assert connection.vendor in ("sqlite", "postgresql")
+
+
+def _subset_built() -> bool:
+    return all(path.exists() for path in font_paths().values())
+
+
+# The Japanese labels of a statement, in a tiny font: the full character set takes ~70 s.
+TINY_JAPANESE = " 請求書ご金額ページ0123456789"  # with a space, as Pango keeps the font for spaces
+
+
+@pytest.fixture(scope="module")
+def tiny_subset_dir(tmp_path_factory):
+    """Built once for the module: a var dir whose fonts/ has the tiny font."""
+    var_dir = tmp_path_factory.mktemp("var")
+    built = pdf_fonts_build(directory=var_dir / "fonts", characters=TINY_JAPANESE)
+    assert all(built.values())
+    return var_dir / "fonts"
+
+
+@pytest.fixture
+def with_tiny_subset(tiny_subset_dir, settings):
+    """PDFs of this thread use the tiny font, in a font configuration of their own,
+    dropped afterwards so that other tests see the project's VAR_DIR fonts again."""
+    settings.VAR_DIR = tiny_subset_dir.parent
+    documents._fonts.__dict__.clear()
+    yield
+    documents._fonts.__dict__.clear()
+
+
+def test_building_the_pdf_fonts_makes_both_weights_then_skips_them(tiny_subset_dir):
+    paths = font_paths(tiny_subset_dir)
+    assert all(path.stat().st_size > 0 for path in paths.values())
+    again = pdf_fonts_build(directory=tiny_subset_dir, characters=TINY_JAPANESE)
+    assert again == {paths["Regular"]: False, paths["Bold"]: False}
+
+
+def test_the_full_character_set_has_jis_levels_one_and_two_but_not_rare_kanji():
+    characters = set(japanese_characters())
+    assert 6_800 < len(characters) < 8_000
+    assert {"亜", "熙", "あ", "ヴ", "ｱ", "￥", "¥", "〒", "※"} <= characters
+    assert not {"𠮷", "髙"} & characters
+
+
+def test_a_japanese_statement_uses_the_built_subset_font(with_tiny_subset):
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID, language="ja", created_at=datetime(2025, 1, 1, tzinfo=UTC)
+    )
+    content = statement_pdf(_month_of_twenty_lines(company))
+    text = PdfReader(io.BytesIO(content)).pages[0].extract_text()
+    assert "請求書" in text and "ご請求金額" in text and "ページ 1 / 1" in text
+    assert {"Tollgate-Noto-Sans-JP", "Tollgate-Noto-Sans-JP-Bold"} <= _fonts(content)
+
+
+def test_a_kanji_outside_the_subset_falls_back_to_the_full_font(with_tiny_subset):
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID,
+        language="ja",
+        name="𠮷野髙商事",
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    fee(company, "1000", at=datetime(2026, 4, 1, tzinfo=TOKYO))
+    content = statement_pdf(statement_issue(company=company, year=2026, month=4, now=AFTER_ALL))
+    assert "𠮷野髙商事" in PdfReader(io.BytesIO(content)).pages[0].extract_text()
+    assert {"Tollgate-Noto-Sans-JP", "Noto-Sans-CJK-JP-Bold"} <= _fonts(content)
+
+
+def test_without_the_built_fonts_no_font_face_is_declared(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    documents._fonts.__dict__.clear()
+    try:
+        font_configuration()
+        assert documents._fonts.faces is None
+    finally:
+        documents._fonts.__dict__.clear()

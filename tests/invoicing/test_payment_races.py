@@ -8,6 +8,7 @@ import pytest
 from djmoney.money import Money
 
 from billing.reconcile import reconcile
+from invoicing.exceptions import PaymentRefused
 from invoicing.models import Payment, PaymentAllocation, Statement
 from invoicing.payments import payment_record
 
@@ -22,12 +23,16 @@ def test_two_payments_racing_on_one_invoice_never_over_allocate_it():
     due = april.amount_due.amount
     amount = Money(due * 3 / 4, "JPY")
 
-    def pay():
-        return payment_record(
-            company=company, amount=amount, received_on=date(2026, 8, 9), reference="r", now=NOW
+    def pay(reference):
+        return lambda: payment_record(
+            company=company,
+            amount=amount,
+            received_on=date(2026, 8, 9),
+            reference=reference,
+            now=NOW,
         )
 
-    run_together([pay, pay])
+    run_together([pay("bank line 1"), pay("bank line 2")])
     allocated = sum(a.amount.amount for a in PaymentAllocation.objects.filter(statement=april))
     assert allocated == due
     april.refresh_from_db()
@@ -37,4 +42,28 @@ def test_two_payments_racing_on_one_invoice_never_over_allocate_it():
         "RCP-2026-000002",
     ]
     assert sum(p.amount.amount for p in Payment.objects.all()) == Decimal(due * 3 / 2)
+    assert reconcile().ok
+
+
+def test_the_same_bank_line_entered_twice_at_once_is_recorded_once():
+    company, [april] = invoiced_company(4)
+    amount = april.amount_due
+
+    def pay():
+        try:
+            return payment_record(
+                company=company,
+                amount=amount,
+                received_on=date(2026, 8, 9),
+                reference="TRF 0042",
+                now=NOW,
+            )
+        except PaymentRefused as refusal:
+            return refusal
+
+    results = run_together([pay, pay])
+    assert sorted(type(result).__name__ for result in results) == ["Payment", "PaymentRefused"]
+    assert Payment.objects.count() == 1
+    april.refresh_from_db()
+    assert april.payment_status == Statement.PaymentStatus.PAID
     assert reconcile().ok

@@ -1,5 +1,6 @@
 """Bank-transfer payments: receipts, ledger posting, allocation to open invoices."""
 
+import itertools
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -42,12 +43,15 @@ def invoiced_company(*months: int) -> tuple[Company, list[Statement]]:
     return company, statements
 
 
+_references = itertools.count(1)
+
+
 def pay(company, amount, **kwargs):
     return payment_record(
         company=company,
         amount=Money(amount, company.currency),
         received_on=kwargs.pop("received_on", date(2026, 8, 9)),
-        reference=kwargs.pop("reference", "BANK-REF-1"),
+        reference=kwargs.pop("reference", f"BANK-REF-{next(_references)}"),
         now=kwargs.pop("now", NOW),
         **kwargs,
     )
@@ -122,7 +126,7 @@ def test_receipt_numbers_are_gapless_even_after_a_refused_payment():
     pay(company, 100)
     with pytest.raises(PaymentRefused):
         pay(company, 100, received_on=date(2027, 1, 1))
-    pay(company, 100)
+    pay(company, 100, reference="BANK-REF-2")
     assert sorted(Payment.objects.values_list("receipt_number", flat=True)) == [
         "RCP-2026-000001",
         "RCP-2026-000002",
@@ -135,7 +139,7 @@ def test_paying_the_last_overdue_invoice_lifts_the_overdue_block():
     pay(company, april.amount_due.amount)  # May is due 30 June: still overdue on 10 August
     company.refresh_from_db()
     assert company.status == Company.Status.BLOCKED
-    pay(company, may.amount_due.amount)
+    pay(company, may.invoice_amount.amount)
     company.refresh_from_db()
     assert company.status == Company.Status.ACTIVE
 
@@ -169,6 +173,21 @@ def test_staff_record_a_payment_in_the_admin_against_chosen_invoices(admin_clien
         {"company": company.pk, "amount": "0", "received_on": "2026-08-01"},
     )
     assert refused.status_code == 200 and "more than zero" in refused.text
+    # The same bank line again (a second click, or entered twice): refused with the receipt
+    # of the first, recorded only when staff confirm it is another payment.
+    again = {
+        "company": company.pk,
+        "amount": "300",
+        "received_on": "2026-08-01",
+        "reference": "MIZUHO 123",
+    }
+    twice = admin_client.post(reverse("admin:invoicing_payment_add"), again)
+    assert twice.status_code == 200 and payment.receipt_number in twice.text
+    assert Payment.objects.count() == 1
+    confirmed = admin_client.post(
+        reverse("admin:invoicing_payment_add"), {**again, "same_details_confirmed": "on"}
+    )
+    assert confirmed.status_code == 302 and Payment.objects.count() == 2
 
 
 def test_payment_list_costs_a_fixed_number_of_queries_and_is_read_only(
@@ -253,3 +272,16 @@ def connection_queries_for(client, url):
     with CaptureQueriesContext(connection) as captured:
         client.get(url)
     return captured.captured_queries
+
+
+def test_the_same_bank_line_entered_twice_is_refused_unless_confirmed():
+    company, [april] = invoiced_company(4)
+    first = pay(company, 300, reference="WIRE 0815")
+    with pytest.raises(PaymentRefused, match=first.receipt_number):
+        pay(company, 300, reference=" WIRE 0815 ")
+    assert Payment.objects.filter(company=company).count() == 1
+    # Another date, amount or reference is another payment; so is a confirmed twin.
+    pay(company, 300, reference="WIRE 0816")
+    pay(company, 300, reference="WIRE 0815", same_details_confirmed=True)
+    assert Payment.objects.filter(company=company).count() == 3
+    assert company_balance(company) == Money(900 - april.amount_due.amount, "JPY")

@@ -1,0 +1,300 @@
+"""Billing emails: each statement to the company's billing contacts when it is issued (and
+again when staff ask), and reminders of overdue invoices. Everything that writes a
+``BillingEmail``.
+
+An email is a row first, then a message. Rows are queued in bulk (one query for the
+contacts, one insert, whatever the number of statements) and each is sent by its own task,
+``invoicing.tasks.billing_email_send``, once the queuing transaction has committed. Sending
+claims the row with one UPDATE that commits before the mail server is called (no lock is held
+across the network) and records the outcome afterwards; ``BillingEmail`` says what that
+guarantees when a task runs twice, twice at once, or dies half-way.
+
+Each email is in its recipient's language (``BillingContact.language``), as plain text and
+HTML. The statement email carries the statement's PDF in the language it was issued in: an
+issued document never changes.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.db.models import F, Q
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+
+from accounts.models import BillingContact
+
+from .documents import operator_details, statement_pdf
+from .models import BillingEmail, Statement
+from .selectors import invoice_open_amount
+
+Kind = BillingEmail.Kind
+Status = BillingEmail.Status
+
+BLANK_LINES = re.compile(r"\n\s*\n(\s*\n)+")
+
+# How long a claimed email may stay "sending" before it counts as abandoned (its worker
+# died) and may be claimed again (far longer than any mail server takes to answer); also how
+# long a queued email, or a statement without emails, waits before the sweep takes it over.
+CLAIM_TIMEOUT = timedelta(minutes=15)
+# How far back the sweep looks for statements whose emails were never queued (the broker
+# was down when they were issued). A statement older than that is not emailed any more by
+# itself: staff resend it.
+STATEMENT_EMAIL_CATCH_UP = timedelta(days=2)
+
+
+def _tasks():
+    from . import tasks  # the tasks call the services of this module
+
+    return tasks
+
+
+# --- Queuing ----------------------------------------------------------------------------------
+
+
+def statement_emails_after_commit(statements: Sequence[Statement]) -> None:
+    """Once the issuing transaction commits, queue the emails of these statements: one task
+    for the whole batch, and no query inside the issuing transaction.
+
+    Robust: a broker that cannot take the task is logged and does not fail the issuing,
+    which has committed; the sweep (``statements_not_emailed``) queues those emails later.
+    """
+    statement_ids = [statement.pk for statement in statements]
+    if statement_ids:
+        queue = _tasks().statement_emails_queue
+        transaction.on_commit(lambda: queue.delay(statement_ids), robust=True)
+
+
+@transaction.atomic
+def statement_emails_queue(
+    *, statement_ids: Sequence[int], now: datetime | None = None
+) -> list[int]:
+    """Queue the issue email of these statements, one per billing contact of each company,
+    and send them once this transaction commits. Returns the ids of the emails sent for.
+
+    Idempotent: a statement and a recipient get one such email ever (unique constraint); a
+    second call sends again only rows still queued (whose task was lost), and the send
+    claims each row, so nothing goes out twice. A company without contacts gets nothing.
+    Four queries, whatever the number of statements.
+    """
+    now = now or timezone.now()
+    company_of = dict(
+        Statement.objects.filter(pk__in=list(statement_ids)).values_list("pk", "company_id")
+    )
+    contacts = _contacts_by_company(company_of.values())
+    BillingEmail.objects.bulk_create(
+        [
+            _email_to(contact, statement_id=statement_id, kind=Kind.STATEMENT, now=now)
+            for statement_id, company_id in company_of.items()
+            for contact in contacts[company_id]
+        ],
+        ignore_conflicts=True,
+    )
+    # Read back rather than taken from the insert: a row that existed already gets no id.
+    email_ids = list(
+        BillingEmail.objects.filter(
+            statement_id__in=list(company_of),
+            kind=Kind.STATEMENT,
+            requested_by=None,
+            status=Status.QUEUED,
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    _send_after_commit(email_ids)
+    return email_ids
+
+
+@transaction.atomic
+def statement_email_resend(
+    *, statement: Statement, actor, now: datetime | None = None
+) -> list[BillingEmail]:
+    """Send ``statement`` again to each of its company's billing contacts (as they are now),
+    recorded with the staff user who asked. Each call is one more email per contact, on
+    purpose. Returns the new rows: none when the company has no billing contacts."""
+    now = now or timezone.now()
+    emails = [
+        _email_to(
+            contact, statement_id=statement.pk, kind=Kind.STATEMENT, now=now, requested_by=actor
+        )
+        for contact in _contacts_by_company([statement.company_id])[statement.company_id]
+    ]
+    BillingEmail.objects.bulk_create(emails)
+    _send_after_commit([email.pk for email in emails])
+    return emails
+
+
+# Inside the dunning batch's transaction: no savepoint of its own, it has nothing to undo alone.
+@transaction.atomic(savepoint=False)
+def reminder_emails_queue(
+    *, reminders: Sequence[tuple[Statement, int]], now: datetime | None = None
+) -> list[int]:
+    """Queue a reminder of each ``(invoice, days after its due date)`` to every billing
+    contact of the invoice's company, sent once the caller's transaction commits. Returns
+    the ids of the emails sent for.
+
+    Idempotent: one reminder per invoice, recipient and day count, ever (unique
+    constraint). Three queries, whatever the number of reminders.
+    """
+    if not reminders:
+        return []
+    now = now or timezone.now()
+    contacts = _contacts_by_company({invoice.company_id for invoice, _days in reminders})
+    BillingEmail.objects.bulk_create(
+        [
+            _email_to(
+                contact, statement_id=invoice.pk, kind=Kind.REMINDER, now=now, reminder_days=days
+            )
+            for invoice, days in reminders
+            for contact in contacts[invoice.company_id]
+        ],
+        ignore_conflicts=True,
+    )
+    wanted = {(invoice.pk, days) for invoice, days in reminders}
+    queued = BillingEmail.objects.filter(
+        kind=Kind.REMINDER,
+        status=Status.QUEUED,
+        statement_id__in={invoice_id for invoice_id, _days in wanted},
+        reminder_days__in={days for _invoice_id, days in wanted},
+    ).order_by("id")
+    email_ids = [
+        email_id
+        for email_id, invoice_id, days in queued.values_list("pk", "statement_id", "reminder_days")
+        if (invoice_id, days) in wanted
+    ]
+    _send_after_commit(email_ids)
+    return email_ids
+
+
+def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingContact]]:
+    contacts: dict[int, list[BillingContact]] = defaultdict(list)
+    for contact in BillingContact.objects.filter(company_id__in=list(set(company_ids))).order_by(
+        "id"
+    ):
+        contacts[contact.company_id].append(contact)
+    return contacts
+
+
+def _email_to(contact: BillingContact, *, statement_id: int, kind: str, now, **fields):
+    return BillingEmail(
+        kind=kind,
+        statement_id=statement_id,
+        recipient=contact.email,
+        recipient_name=contact.name,
+        language=contact.language,
+        created_at=now,
+        **fields,
+    )
+
+
+def _send_after_commit(email_ids: Iterable[int]) -> None:
+    # Each email has its own task (its own retries); a task started before the commit would
+    # find no row to claim. A task the broker did not take leaves its row queued, for the
+    # sweep (``billing_emails_stalled``).
+    send = _tasks().billing_email_send
+    for email_id in email_ids:
+        transaction.on_commit(lambda email_id=email_id: send.delay(email_id), robust=True)
+
+
+# --- Sending ----------------------------------------------------------------------------------
+
+
+def billing_email_send(*, email_id: int, now: datetime | None = None) -> bool:
+    """Send one email and record the outcome. Returns True when this call sent it; False
+    when there was nothing to do (sent already, being sent by another worker, a reminder
+    whose invoice is paid, or no such row).
+
+    Not atomic on purpose: the claim (queued or failed → sending, attempts + 1) commits
+    before the mail server is called, and the result is recorded afterwards. A failure is
+    recorded (failed, with the error) and raised again, so that the task retries.
+    """
+    now = now or timezone.now()
+    claimable = Q(status__in=[Status.QUEUED, Status.FAILED]) | Q(
+        status=Status.SENDING, claimed_at__lt=now - CLAIM_TIMEOUT
+    )
+    claimed = BillingEmail.objects.filter(claimable, pk=email_id).update(
+        status=Status.SENDING, claimed_at=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return False
+    email = BillingEmail.objects.select_related("statement__company").get(pk=email_id)
+    this_claim = BillingEmail.objects.filter(pk=email_id, status=Status.SENDING, claimed_at=now)
+    try:
+        message = billing_email_message(email)
+        if message is None:
+            this_claim.update(status=Status.NOT_NEEDED, last_error="")
+            return False
+        message.send()
+    except Exception:
+        this_claim.update(status=Status.FAILED, last_error=traceback.format_exc(limit=3)[-2000:])
+        raise
+    this_claim.update(status=Status.SENT, sent_at=now, last_error="")
+    return True
+
+
+def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
+    """The message of ``email`` in its recipient's language, or None for a reminder whose
+    invoice has been paid since it was queued."""
+    statement = email.statement
+    with translation.override(email.language):
+        if email.kind == Kind.REMINDER:
+            open_amount = invoice_open_amount(statement)
+            if open_amount.amount <= 0:
+                return None
+            template = "invoicing/email/overdue_reminder"
+            subject = _("Reminder: invoice %(number)s is overdue") % {"number": statement.number}
+            context = _context(email, open_amount=open_amount)
+        else:
+            template = "invoicing/email/statement"
+            subject = (
+                _("Your invoice %(number)s from %(operator)s")
+                if statement.is_invoice
+                else _("Your account statement %(number)s from %(operator)s")
+            ) % {"number": statement.number, "operator": settings.OPERATOR_NAME}
+            context = _context(email)
+        # Template tags leave blank lines where a part is left out: at most one in a row.
+        text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
+        html = render_to_string(f"{template}.html", context)
+    message = EmailMultiAlternatives(
+        subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email.recipient]
+    )
+    message.attach_alternative(html, "text/html")
+    if email.kind == Kind.STATEMENT:
+        message.attach(f"{statement.number}.pdf", statement_pdf(statement), "application/pdf")
+    return message
+
+
+def _context(email: BillingEmail, **extra) -> dict:
+    statement = email.statement
+    context = {
+        "email": email,
+        "statement": statement,
+        "company": statement.company,
+        "operator": operator_details(),
+        "period": statement.period_first_day,
+        "bank_details": settings.TOLLGATE_BANK_TRANSFER_DETAILS,
+        "statement_url": _portal_url(statement),
+        **extra,
+    }
+    if email.kind == Kind.REMINDER:
+        # From this many days after the due date the company is blocked (invoicing.dunning),
+        # in the same run that queues a reminder for that day or later.
+        block_after = settings.TOLLGATE_OVERDUE_BLOCK_AFTER_DAYS
+        context["suspended"] = email.reminder_days >= block_after
+        context["block_on"] = statement.due_date + timedelta(days=block_after)
+    return context
+
+
+def _portal_url(statement: Statement) -> str:
+    if not settings.TOLLGATE_SITE_URL:
+        return ""
+    return settings.TOLLGATE_SITE_URL + reverse("portal:statement", args=[statement.pk])
