@@ -24,6 +24,7 @@ Peak memory (max RSS) of each process is printed; the target is <= 500 MB.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import resource
@@ -257,7 +258,10 @@ def _pdf_worker(work, results, barrier, language) -> None:
     from invoicing.documents import pdf_warm_up, statement_pdf
     from invoicing.models import Statement
 
+    # What a Celery worker process does at start (config/celery.py, worker_process_init).
     pdf_warm_up()
+    gc.collect()
+    gc.freeze()
     first = Statement.objects.select_related("company").order_by("id").first()
     first.language = language
     statement_pdf(first)

@@ -1,5 +1,6 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
+import gc
 import logging
 import os
 
@@ -47,6 +48,18 @@ def _warm_up_pdf_rendering(**kwargs):
         pdf_warm_up()
     except Exception:
         logging.getLogger(__name__).exception("PDF warm-up failed; PDFs will still render")
+
+
+@worker_process_init.connect
+def _freeze_loaded_objects(**kwargs):
+    """Move every object loaded so far (Django, the app, WeasyPrint and its fonts, warmed
+    up above) out of the garbage collector's view. A forked worker process shares them with
+    its parent; each full collection would otherwise walk them all, and by touching their
+    headers copy their pages into the child: measured, ~40 ms of a ~165 ms statement PDF
+    (bench/statement_close.py). Frozen objects are still freed by reference counting; only
+    cycles among them are kept."""
+    gc.collect()
+    gc.freeze()
 
 
 @worker_process_shutdown.connect

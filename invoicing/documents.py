@@ -69,6 +69,14 @@ def statement_context(statement: Statement) -> dict:
 
 
 STYLESHEET = Path(__file__).with_name("pdf.css")
+USER_AGENT_STYLESHEET = Path(__file__).with_name("pdf_ua.css")
+# The elements that the PDF templates may use: those that ``pdf_ua.css`` styles as
+# WeasyPrint's own user-agent stylesheet would (a test checks the templates against it).
+PDF_ELEMENTS = frozenset(
+    {"html", "head", "meta", "title", "style", "body", "div", "header", "section", "h1", "h2"}
+    | {"p", "dl", "dt", "dd", "table", "thead", "tbody", "tfoot", "tr", "th", "td"}
+    | {"b", "strong", "br"}
+)
 _fonts = threading.local()
 
 
@@ -95,6 +103,28 @@ def pdf_stylesheet():
     from weasyprint import CSS  # heavy: loaded only when a PDF is asked for
 
     return CSS(filename=str(STYLESHEET))
+
+
+@functools.cache
+def pdf_user_agent_stylesheet():
+    """``pdf_ua.css``, parsed once per process: the user-agent rules for ``PDF_ELEMENTS``."""
+    from weasyprint import CSS
+
+    return CSS(filename=str(USER_AGENT_STYLESHEET))
+
+
+@functools.cache
+def _document_class():
+    """WeasyPrint's ``HTML`` with ``pdf_ua.css`` as its user-agent stylesheet. WeasyPrint
+    has no option for this; ``_ua_stylesheets`` is the method its own HTML class uses to
+    name the stylesheet (WeasyPrint 62 to 70)."""
+    from weasyprint import HTML
+
+    class DocumentHTML(HTML):
+        def _ua_stylesheets(self, *args, **kwargs):
+            return [pdf_user_agent_stylesheet()]
+
+    return DocumentHTML
 
 
 def font_configuration():
@@ -131,11 +161,9 @@ def font_face_stylesheet(config):
 
 def html_pdf(html: str) -> bytes:
     """An HTML document (a rendered ``*_pdf.html`` template) as PDF, styled by ``pdf.css``."""
-    from weasyprint import HTML
-
     config = font_configuration()
     faces = getattr(_fonts, "faces", None)
-    return HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf(
+    return _document_class()(string=html, base_url=str(settings.BASE_DIR)).write_pdf(
         stylesheets=[pdf_stylesheet()] if faces is None else [faces, pdf_stylesheet()],
         font_config=config,
     )

@@ -2,12 +2,15 @@
 another company's statement is a 404."""
 
 import io
+import re
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.urls import reverse
@@ -273,3 +276,46 @@ def test_without_the_built_fonts_no_font_face_is_declared(settings, tmp_path):
         assert documents._fonts.faces is None
     finally:
         documents._fonts.__dict__.clear()
+
+
+# --- The PDFs' own user-agent stylesheet (invoicing/pdf_ua.css) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "template", ["statement_pdf.html", "statement_body.html", "receipt_pdf.html"]
+)
+def test_pdf_templates_use_only_elements_the_pdf_user_agent_stylesheet_styles(template):
+    source = (settings.BASE_DIR / "templates" / "invoicing" / template).read_text()
+    elements = {name.lower() for name in re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", source)}
+    assert elements - {"!doctype"} <= documents.PDF_ELEMENTS
+
+
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_a_statement_pdf_is_laid_out_as_with_weasyprints_own_stylesheet(statement, language):
+    from weasyprint import HTML
+
+    statement.language = language
+    ours = statement_pdf(statement)
+    with mock.patch.object(documents, "_document_class", lambda: HTML):
+        weasyprints = statement_pdf(statement)
+
+    def drawn(content: bytes) -> bytes:
+        return PdfReader(io.BytesIO(content)).pages[0].get_contents().get_data()
+
+    assert drawn(ours) == drawn(weasyprints)
+
+
+def test_the_built_font_puts_the_glyphs_statements_use_first(tiny_subset_dir):
+    from fontTools.ttLib import TTFont
+
+    font = TTFont(font_paths(tiny_subset_dir)["Regular"])
+    order, cmap = font.getGlyphOrder(), font.getBestCmap()
+    position = {character: order.index(cmap[ord(character)]) for character in TINY_JAPANESE}
+    latin = " 0123456789"
+    labels = [character for character in TINY_JAPANESE if character not in latin]
+    # .notdef, then Latin-1 in code point order, then the catalog's characters (in the
+    # labels 請求書, ご請求金額, ページ) in code point order.
+    assert order[0] == ".notdef"
+    assert [position[c] for c in latin] == sorted(position[c] for c in latin)
+    assert max(position[c] for c in latin) < min(position[c] for c in labels)
+    assert sorted(labels, key=position.get) == sorted(labels)

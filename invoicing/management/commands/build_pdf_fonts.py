@@ -8,7 +8,7 @@ from invoicing.fonts import pdf_fonts_build
 class Command(BaseCommand):
     help = (
         "Build the Japanese font of the PDFs (a subset of the system's Noto Sans CJK JP) into "
-        "VAR_DIR/fonts. Skips a file newer than the system font; ~35 s per weight otherwise."
+        "VAR_DIR/fonts. Skips a file newer than the system font; 10-20 s per weight otherwise."
     )
 
     def add_arguments(self, parser):
