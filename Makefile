@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run setup serve test lint messages compilemessages clean
+.PHONY: run setup serve test lint messages compilemessages clean system-packages
+
+# Debian packages: WeasyPrint's libraries with HarfBuzz subsetting (fast font embedding in
+# PDFs), the Japanese font of the PDFs, and the PostgreSQL client the CI script uses.
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-noto-cjk
 
 ## One command: install, migrate, seed demo data, then web server + Celery worker + beat.
 run: setup serve
@@ -23,7 +27,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 compilemessages: $(VENV)/.installed
 	$(BIN)/pybabel compile --statistics -d locale -D django
 
-setup: $(VENV)/.installed compilemessages
+## Install the missing Debian packages (as root, or through sudo); elsewhere say which.
+system-packages:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "Install these (or your system's equivalents) for PDFs:$$missing"; exit 0; fi; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	echo "Installing$$missing"; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
+
+setup: system-packages $(VENV)/.installed compilemessages
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py build_pdf_fonts --optional
 	$(BIN)/python manage.py createcachetable
@@ -39,7 +55,7 @@ serve:
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start --port $(PORT)
 
 ## The whole test suite (SQLite by default; DATABASE_URL=postgres://... for PostgreSQL).
-test: $(VENV)/.installed compilemessages
+test: system-packages $(VENV)/.installed compilemessages
 	$(BIN)/python manage.py build_pdf_fonts --optional
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

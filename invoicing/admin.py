@@ -130,14 +130,60 @@ class StatementAdmin(ReadOnlyAdmin):
     search_fields = ["number", "company__account_code", "company__name"]
     list_select_related = ["company"]
     inlines = [StatementLineInline, BillingEmailInline]
-    exclude = ["run", "tax_transaction"]
+    # As the document shows it: the period in the company's days, each amount once (its
+    # currency is the statement's), the totals in the order they add up.
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "number",
+                    "kind",
+                    "company",
+                    "period",
+                    "issued_at",
+                    "due_date",
+                    "language",
+                    "pdf_link",
+                ]
+            },
+        ),
+        (
+            _("Totals"),
+            {
+                "fields": [
+                    "currency",
+                    "balance_forward",
+                    "new_charges",
+                    "adjustments",
+                    "credits_applied",
+                    "expired",
+                    "taxable",
+                    "tax_rate",
+                    "tax",
+                    "payments",
+                    "closing_balance",
+                    "amount_due",
+                    "invoice_amount",
+                    "payment_status",
+                ]
+            },
+        ),
+        (
+            _("Books"),
+            {"fields": ["series", "period_start", "period_end", "last_transaction_id"]},
+        ),
+    ]
     actions = ["resend_statement_email"]
     resend_template = "admin/invoicing/statement_resend_email.html"
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields if f.name not in self.exclude] + [
-            "pdf_link"
-        ]
+        return [field for _, options in self.fieldsets for field in options["fields"]]
+
+    @admin.display(description=_("period"))
+    def period(self, obj):
+        first, last = obj.period_first_day, obj.period_last_day
+        return f"{first:%Y-%m-%d} – {last:%Y-%m-%d} ({obj.company.billing_timezone})"
 
     def get_urls(self):
         return [

@@ -4,11 +4,13 @@ portal's Statements page has invoices (postpaid) and account statements (prepaid
 The demo companies are created when the seed runs, but their usage and fees go back
 ``billing.demo.DAYS`` days; they are dated as customers since then, or no month before
 today would be theirs to close. Closing is idempotent, so running the seed again adds
-nothing. The invoices already past their due date are paid by bank transfer a few days
-before it, so the Payment history has receipts and no demo company is overdue.
+nothing. Each month is issued on the 2nd of the next, as the hourly run would have, and
+the invoices already past their due date are paid by bank transfer three days before it,
+recorded on that day, before the next month is closed: so each statement shows the
+payments of its month, the Payment history has receipts and no demo company is overdue.
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from djmoney.money import Money
 
@@ -31,14 +33,20 @@ def seed_statements(now: datetime) -> int:
     issued = 0
     year, month = start.year, start.month
     while (year, month) < (now.year, now.month):
-        issued += period_close(year=year, month=month, now=now).issued
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        following = (year + 1, 1) if month == 12 else (year, month + 1)
+        # Issued as the hourly run would have: early on the 2nd in UTC, when the month has
+        # ended in every time zone (UTC-12 ends it at noon on the 1st), not all today.
+        issued_at = min(now, datetime(*following, 2, 9, tzinfo=UTC))
+        seed_payments(now=now, received_before=issued_at.date())
+        issued += period_close(year=year, month=month, now=issued_at).issued
+        year, month = following
     return issued
 
 
-def seed_payments(now: datetime) -> int:
-    """Pay every demo invoice whose due date has passed (idempotent: paid ones are not
-    open any more); returns the payments recorded now."""
+def seed_payments(now: datetime, received_before: date | None = None) -> int:
+    """Pay every demo invoice whose due date has passed, three days before it, recorded on
+    that day (only those received before ``received_before``, when given). Idempotent: paid
+    ones are not open any more. Returns the payments recorded now."""
     overdue = Statement.objects.filter(
         company__account_code__in=DEMO_COMPANIES,
         kind=Statement.Kind.INVOICE,
@@ -50,13 +58,17 @@ def seed_payments(now: datetime) -> int:
         today = now.astimezone(invoice.company.tzinfo).date()
         if invoice.due_date is None or invoice.due_date >= today:
             continue
+        received_on = invoice.due_date - timedelta(days=3)
+        if received_before is not None and received_on >= received_before:
+            continue
+        recorded_at = datetime.combine(received_on, time(10), tzinfo=invoice.company.tzinfo)
         payment_record(
             company=invoice.company,
             amount=Money(invoice.invoice_amount.amount - paid.get(invoice.pk, 0), invoice.currency),
-            received_on=invoice.due_date - timedelta(days=3),
+            received_on=received_on,
             reference=f"Bank transfer for {invoice.number}",
             allocations=[(invoice, None)],
-            now=now,
+            now=min(recorded_at, now),
         )
         recorded += 1
     return recorded

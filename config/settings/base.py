@@ -134,7 +134,8 @@ CURRENCY_CHOICES = [(code, code) for code in CURRENCIES]
 
 # Celery: a filesystem broker under var/ needs no server; CELERY_BROKER_URL switches
 # to Redis (redis://...) or RabbitMQ (amqp://...).
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+# (The host is ignored; named, kombu does not warn that it assumed one.)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost/")
 # Redis redelivers a message a worker took but never acknowledged (it died) after this.
 # Its sweep for such messages runs every interval × throttle seconds (kombu: 10 × 10).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -164,7 +165,10 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # request (CONN_MAX_AGE, CONN_HEALTH_CHECKS, errors).
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
-EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Without a mail server, emails are written as .eml files into var/mail/, one per message:
+# statement emails carry a PDF, which would fill the terminal of ``make run``.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="billing@tollgate.localhost")
 
 # The operator whose name and address appear on the portal and on documents.
@@ -179,6 +183,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # WeasyPrint logs seven INFO lines of progress for every PDF.
+    "loggers": {"weasyprint.progress": {"level": "WARNING"}},
 }
 
 # How long granted credits last by source, in days (vouchers carry their own lifetime).

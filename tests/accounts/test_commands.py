@@ -7,7 +7,7 @@ from accounts.models import BillingContact, Company, Membership, Subaccount
 from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
 from config.schedules import PERIODIC_TASKS
-from invoicing.models import Statement
+from invoicing.models import Payment, Statement
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +64,13 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
         "globex-usd": "account_statement",
     }
     assert Statement.objects.filter(company__account_code="kumo-postpaid").count() >= 2
+    # Each month was issued after it ended and paid before the next was closed: no invoice
+    # owes more than its own amount, and each statement shows its month's payments.
+    for invoice in Statement.objects.filter(company__account_code="kumo-postpaid"):
+        assert invoice.issued_at >= invoice.period_end
+        assert invoice.amount_due == invoice.invoice_amount
+    paid = Statement.objects.filter(company__account_code="kumo-postpaid", payments__gt=0)
+    assert paid.exists() and Payment.objects.exists()
     assert reconcile().ok
     output = capsys.readouterr().out
     assert "operator" in output and "alice" in output and "tollgate-demo" in output

@@ -46,6 +46,9 @@ def test_statement_is_read_only_and_not_deletable_and_staff_get_its_pdf(admin_cl
     statement = Statement.objects.first()
     page = admin_client.get(reverse("admin:invoicing_statement_change", args=[statement.pk]))
     assert page.status_code == 200 and 'name="_save"' not in page.text
+    # The period in the company's own days; each amount once, not beside its currency.
+    assert f"2026-04-01 – 2026-04-30 ({statement.company.billing_timezone})" in page.text
+    assert "Closing balance currency" not in page.text
     delete = admin_client.post(reverse("admin:invoicing_statement_delete", args=[statement.pk]))
     assert delete.status_code == 403
     pdf = admin_client.get(reverse("admin:invoicing_statement_pdf", args=[statement.pk]))
