@@ -107,7 +107,7 @@ def _run(companies: int, records: int, pdfs: int, args) -> int:
 
     from billing.reconcile import reconcile
     from invoicing.models import Statement
-    from invoicing.services import run_issue, run_pending, run_prepare
+    from invoicing.runs import run_issue, run_pending, run_prepare
 
     one, five, _ = os.getloadavg()
     print(
@@ -241,7 +241,7 @@ def _in_processes(target, shares: list, workers: int, extra: tuple) -> tuple[flo
 
 def _issue_worker(work, results, barrier, run_id, now) -> None:
     from invoicing.models import StatementRun
-    from invoicing.services import run_issue
+    from invoicing.runs import run_issue
 
     run = StatementRun.objects.get(pk=run_id)
     barrier.wait()

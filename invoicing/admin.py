@@ -16,6 +16,7 @@ from djmoney.money import Money
 
 from billing.admin.base import ReadOnlyAdmin
 
+from .credit_notes import credit_note_issue
 from .emails import statement_email_resend
 from .exceptions import InvoicingError
 from .forms import CreditNoteForm, PaymentForm
@@ -32,7 +33,6 @@ from .models import (
 )
 from .payments import payment_record
 from .selectors import AGING_BUCKETS, receivables_aging
-from .services import credit_note_issue
 from .views import pdf_response, receipt_response
 
 

@@ -19,7 +19,7 @@ from billing.demo import DAYS
 
 from .models import Statement
 from .payments import OPEN_STATUSES, amounts_paid, payment_record
-from .services import period_close
+from .runs import period_close
 
 DEMO_COMPANIES = ("acme-prepaid", "kumo-postpaid", "globex-usd")
 

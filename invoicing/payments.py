@@ -31,7 +31,7 @@ from billing.services import ledger
 
 from .exceptions import PaymentRefused
 from .models import Payment, PaymentAllocation, Statement
-from .services import _take_numbers
+from .numbering import numbers_take
 
 RECEIPT_PREFIX = "RCP"
 OPEN_STATUSES = (Statement.PaymentStatus.PENDING, Statement.PaymentStatus.PARTIALLY_PAID)
@@ -123,7 +123,7 @@ def payment_record(
     plan = _allocation_plan(amount, open_invoices, open_amount, allocations)
 
     series = f"{RECEIPT_PREFIX}-{now.astimezone(company.tzinfo):%Y}"
-    [(_, number)] = _take_numbers([series], {series})
+    [(_, number)] = numbers_take([series], {series})
     payment = Payment.objects.create(
         company=company,
         method=method,

@@ -10,12 +10,13 @@ from accounts.models import Company
 from . import emails
 from .dunning import dunning_run
 from .models import StatementRun
+from .runs import run_issue, run_pending, run_prepare, run_refresh
 from .selectors import (
     billing_emails_stalled,
     companies_with_overdue_invoices,
     statements_not_emailed,
 )
-from .services import previous_month_of, run_issue, run_pending, run_prepare, run_refresh
+from .services import previous_month_of
 
 
 @shared_task(acks_late=True)

@@ -10,7 +10,7 @@ from djmoney.money import Money
 from accounts.models import Company
 from billing.selectors import company_balance
 from invoicing.models import CreditNote, Statement
-from invoicing.services import period_close
+from invoicing.runs import period_close
 from tests.factories import CompanyFactory
 
 from .helpers import fee

@@ -17,10 +17,11 @@ from djmoney.money import Money
 from accounts.models import Company, CompanyBlock
 from accounts.services import company_block
 from invoicing import tasks
+from invoicing.credit_notes import credit_note_issue
 from invoicing.dunning import dunning_run, reminder_due
 from invoicing.models import BillingEmail, Statement
 from invoicing.payments import payment_record
-from invoicing.services import credit_note_issue, statement_issue
+from invoicing.services import statement_issue
 from tests.factories import BillingContactFactory, CompanyFactory, UserFactory
 
 from .helpers import fee

@@ -12,9 +12,10 @@ from djmoney.money import Money
 
 from accounts.models import Company
 from billing.reconcile import reconcile
-from invoicing import services
+from invoicing import runs, statement_content
 from invoicing.models import Statement, StatementRun, StatementRunItem
-from invoicing.services import period_close, statements_issue
+from invoicing.runs import period_close
+from invoicing.services import statements_issue
 from invoicing.tasks import statements_close_due
 from tests.factories import CompanyFactory
 
@@ -66,7 +67,7 @@ def test_close_period_refuses_a_bad_month_in_one_sentence(bad):
 
 def test_a_killed_run_is_resumed_and_issues_each_company_once(monkeypatch):
     made = companies(4)
-    real = services._read_usage_quantities
+    real = statement_content.read_usage_quantities
     victim = made[2].pk
 
     def crash_for_one(drafts):
@@ -74,14 +75,14 @@ def test_a_killed_run_is_resumed_and_issues_each_company_once(monkeypatch):
             raise RuntimeError("worker killed")
         return real(drafts)
 
-    monkeypatch.setattr(services, "_read_usage_quantities", crash_for_one)
+    monkeypatch.setattr(statement_content, "read_usage_quantities", crash_for_one)
     first = period_close(year=2026, month=4, now=AFTER_ALL)
     assert (first.issued, first.failed) == (3, 1)
     item = StatementRunItem.objects.get(company_id=victim)
     assert item.state == StatementRunItem.State.FAILED and "worker killed" in item.error
     assert first.run.finished_at is None
 
-    monkeypatch.setattr(services, "_read_usage_quantities", real)
+    monkeypatch.setattr(statement_content, "read_usage_quantities", real)
     second = period_close(year=2026, month=4, now=AFTER_ALL)
     assert (second.issued, second.skipped, second.failed) == (1, 3, 0)
     assert Statement.objects.count() == 4
@@ -142,5 +143,5 @@ def test_companies_due_lists_each_company_once_whatever_its_name():
     # Company's default ordering (by name) once made DISTINCT over the time zones return one
     # row per company, and each company was then listed once per company.
     made = companies(4)
-    due = services.companies_due(2026, 4, datetime(2026, 6, 1, tzinfo=UTC))
+    due = runs.companies_due(2026, 4, datetime(2026, 6, 1, tzinfo=UTC))
     assert due == sorted(company.pk for company in made)

@@ -13,7 +13,8 @@ from django.db import IntegrityError, InternalError, ProgrammingError, connectio
 from accounts.models import Company
 from billing.reconcile import reconcile
 from invoicing.models import Statement
-from invoicing.services import period_close, statements_issue
+from invoicing.runs import period_close
+from invoicing.services import statements_issue
 from tests.factories import CompanyFactory
 
 from .helpers import fee, usage

@@ -2,7 +2,7 @@ import re
 
 from django.core.management.base import BaseCommand, CommandError
 
-from invoicing.services import period_close
+from invoicing.runs import period_close
 
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
