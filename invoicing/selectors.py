@@ -39,11 +39,19 @@ class DocumentSection:
     total: Money
 
 
-def line_description(line: StatementLine) -> str:
+def line_description(line: StatementLine, statement: Statement) -> str:
+    """What a line says, in the reader's language where the statement knows the words: the
+    service of usage, expiry, and tax (its rate and base are on the statement; the ledger
+    keeps the English label)."""
     if line.group == Group.USAGE:
         return service_label(line.service)
     if line.group == Group.EXPIRY:
         return _("Credit expired unused")
+    if line.group == Group.TAX:
+        return _("Tax %(rate)s%% on %(taxable)s") % {
+            "rate": f"{(statement.tax_rate * 100).normalize():f}",
+            "taxable": statement.taxable,
+        }
     return line.description
 
 
@@ -77,7 +85,7 @@ def statement_sections(statement: Statement) -> list[DocumentSection]:
     totals: dict[str, Decimal] = {}
     for line in statement.lines.order_by("sort_order"):
         sections.setdefault(line.group, []).append(
-            DocumentLine(line_description(line), line_quantity(line), line.amount)
+            DocumentLine(line_description(line, statement), line_quantity(line), line.amount)
         )
         totals[line.group] = totals.get(line.group, Decimal(0)) + line.amount.amount
     return [

@@ -82,6 +82,13 @@ def test_pdf_labels_follow_the_company_language(client):
     response = client.get(reverse("portal:statement_pdf", args=[statement.pk]))
     text = PdfReader(io.BytesIO(response.content)).pages[0].extract_text()
     assert "請求書" in text
+    # The tax line in Japanese too, with the rate and the base it was computed on.
+    assert "消費税 10%（課税対象額 ￥1,000）" in text
+
+
+def test_the_tax_line_names_its_rate_and_base(client, statement):
+    page = client.get(reverse("portal:statement", args=[statement.pk])).text
+    assert "Tax 10% on ¥3,450" in page
 
 
 def _fonts(content: bytes) -> set[str]:
