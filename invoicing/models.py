@@ -227,6 +227,15 @@ class Statement(ImmutableModel):
     def is_invoice(self) -> bool:
         return self.kind == self.Kind.INVOICE
 
+    def is_overdue_on(self, today: date) -> bool:
+        """Unpaid (wholly or partly) after its due date, ``today`` being the company's date."""
+        return (
+            self.due_date is not None
+            and today > self.due_date
+            and self.payment_status
+            in (self.PaymentStatus.PENDING, self.PaymentStatus.PARTIALLY_PAID)
+        )
+
     @property
     def period_first_day(self) -> date:
         return self.period_start.astimezone(self.company.tzinfo).date()

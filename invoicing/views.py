@@ -5,6 +5,7 @@ another company's statement is a 404."""
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 
 from accounts.portal import portal_view
 
@@ -17,11 +18,11 @@ PAYMENTS_PER_PAGE = 25
 
 @portal_view("view_billing")
 def statements(request):
-    return render(
-        request,
-        "portal/statements.html",
-        {"statements": company_statements(request.company)[:120]},
-    )
+    today = timezone.now().astimezone(request.company.tzinfo).date()
+    statements = list(company_statements(request.company)[:120])
+    for statement in statements:
+        statement.overdue = statement.is_overdue_on(today)
+    return render(request, "portal/statements.html", {"statements": statements})
 
 
 @portal_view("view_billing")

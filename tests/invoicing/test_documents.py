@@ -10,6 +10,7 @@ from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.db import connection
 from django.http import StreamingHttpResponse
@@ -54,6 +55,16 @@ def test_statements_page_lists_newest_first_with_web_pdf_and_csv_links(client, s
     for name in ("portal:statement", "portal:statement_pdf", "portal:statement_csv"):
         assert reverse(name, args=[statement.pk]) in page
     assert reverse("portal:statements") in client.get(reverse("portal:dashboard")).text
+
+
+def test_statements_page_shows_each_invoice_pending_then_overdue(client, statement):
+    # Due 2026-05-31 in Tokyo: pending that day, overdue from the next.
+    with time_machine.travel(datetime(2026, 5, 31, 23, 0, tzinfo=TOKYO)):
+        page = client.get(reverse("portal:statements")).text
+    assert "Pending" in page and "Overdue" not in page
+    with time_machine.travel(datetime(2026, 6, 1, 0, 30, tzinfo=TOKYO)):
+        page = client.get(reverse("portal:statements")).text
+    assert "Overdue" in page
 
 
 def test_web_view_shows_lines_and_totals(client, statement):
