@@ -117,7 +117,8 @@ def pdf_user_agent_stylesheet():
 def _document_class():
     """WeasyPrint's ``HTML`` with ``pdf_ua.css`` as its user-agent stylesheet. WeasyPrint
     has no option for this; ``_ua_stylesheets`` is the method its own HTML class uses to
-    name the stylesheet (WeasyPrint 62 to 70)."""
+    name the stylesheet (WeasyPrint 70; tests check that it still exists and that the
+    layout is the same as with WeasyPrint's own)."""
     from weasyprint import HTML
 
     class DocumentHTML(HTML):

@@ -312,6 +312,8 @@ def test_pdf_templates_use_only_elements_the_pdf_user_agent_stylesheet_styles(te
 def test_a_statement_pdf_is_laid_out_as_with_weasyprints_own_stylesheet(statement, language):
     from weasyprint import HTML
 
+    # The hook our stylesheet goes through: were it renamed, ours would silently not apply.
+    assert callable(HTML._ua_stylesheets)
     statement.language = language
     ours = statement_pdf(statement)
     with mock.patch.object(documents, "_document_class", lambda: HTML):
@@ -337,3 +339,10 @@ def test_the_built_font_puts_the_glyphs_statements_use_first(tiny_subset_dir):
     assert [position[c] for c in latin] == sorted(position[c] for c in latin)
     assert max(position[c] for c in latin) < min(position[c] for c in labels)
     assert sorted(labels, key=position.get) == sorted(labels)
+
+
+def test_the_pdfs_are_styled_with_their_own_user_agent_stylesheet(statement):
+    own = documents.pdf_user_agent_stylesheet
+    with mock.patch.object(documents, "pdf_user_agent_stylesheet", wraps=own) as sheet:
+        statement_pdf(statement)
+    assert sheet.called  # WeasyPrint asked our HTML class for its user-agent stylesheet
