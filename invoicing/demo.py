@@ -17,9 +17,10 @@ from djmoney.money import Money
 from accounts.models import Company
 from billing.demo import DAYS
 
-from .models import Statement
-from .payments import OPEN_STATUSES, amounts_paid, payment_record
+from .models import OPEN_PAYMENT_STATUSES, Statement
+from .payments import payment_record
 from .runs import period_close
+from .selectors import open_amounts
 
 DEMO_COMPANIES = ("acme-prepaid", "kumo-postpaid", "globex-usd")
 
@@ -50,9 +51,9 @@ def seed_payments(now: datetime, received_before: date | None = None) -> int:
     overdue = Statement.objects.filter(
         company__account_code__in=DEMO_COMPANIES,
         kind=Statement.Kind.INVOICE,
-        payment_status__in=OPEN_STATUSES,
+        payment_status__in=OPEN_PAYMENT_STATUSES,
     ).select_related("company")
-    paid = amounts_paid([invoice.pk for invoice in overdue])
+    open_amount = open_amounts(overdue)
     recorded = 0
     for invoice in overdue.order_by("company_id", "period_start"):
         today = now.astimezone(invoice.company.tzinfo).date()
@@ -64,7 +65,7 @@ def seed_payments(now: datetime, received_before: date | None = None) -> int:
         recorded_at = datetime.combine(received_on, time(10), tzinfo=invoice.company.tzinfo)
         payment_record(
             company=invoice.company,
-            amount=Money(invoice.invoice_amount.amount - paid.get(invoice.pk, 0), invoice.currency),
+            amount=Money(open_amount[invoice.pk], invoice.currency),
             received_on=received_on,
             reference=f"Bank transfer for {invoice.number}",
             allocations=[(invoice, None)],

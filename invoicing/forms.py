@@ -31,15 +31,14 @@ class PaymentForm(forms.Form):
     )
 
     def __init__(self, *args, company_id=None, **kwargs):
-        from .models import Statement
-        from .payments import OPEN_STATUSES
+        from .models import OPEN_PAYMENT_STATUSES, Statement
 
         super().__init__(*args, **kwargs)
         self.fields["invoices"].queryset = (
             Statement.objects.filter(
                 company_id=company_id,
                 kind=Statement.Kind.INVOICE,
-                payment_status__in=OPEN_STATUSES,
+                payment_status__in=OPEN_PAYMENT_STATUSES,
             ).order_by("period_start", "id")
             if company_id
             else Statement.objects.none()

@@ -232,8 +232,7 @@ class Statement(ImmutableModel):
         return (
             self.due_date is not None
             and today > self.due_date
-            and self.payment_status
-            in (self.PaymentStatus.PENDING, self.PaymentStatus.PARTIALLY_PAID)
+            and self.payment_status in OPEN_PAYMENT_STATUSES
         )
 
     @property
@@ -253,6 +252,10 @@ class Statement(ImmutableModel):
     @property
     def opening_credit(self):
         return -self.balance_forward
+
+
+# An invoice with something still to pay on it.
+OPEN_PAYMENT_STATUSES = (Statement.PaymentStatus.PENDING, Statement.PaymentStatus.PARTIALLY_PAID)
 
 
 class StatementLine(ImmutableModel):

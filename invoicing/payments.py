@@ -19,7 +19,6 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 from djmoney.money import Money
 
@@ -30,27 +29,17 @@ from billing.money import quantize_amount
 from billing.services import ledger
 
 from .exceptions import PaymentRefused
-from .models import Payment, PaymentAllocation, Statement
+from .models import OPEN_PAYMENT_STATUSES, Payment, PaymentAllocation, Statement
 from .numbering import numbers_take
+from .selectors import open_amounts
 
 RECEIPT_PREFIX = "RCP"
-OPEN_STATUSES = (Statement.PaymentStatus.PENDING, Statement.PaymentStatus.PARTIALLY_PAID)
 CASH_ACCOUNT = (LedgerAccount.Kind.CASH, "cash")
 ZERO = Decimal(0)
 
 # One requested allocation: an invoice and how much of the payment goes to it (None: as
 # much as it still owes and the payment still has).
 AllocationRequest = tuple[Statement, Money | None]
-
-
-def amounts_paid(statement_ids: Sequence[int]) -> dict[int, Decimal]:
-    """What has been allocated to each invoice so far (one query)."""
-    rows = (
-        PaymentAllocation.objects.filter(statement_id__in=list(statement_ids))
-        .values("statement_id")
-        .annotate(paid=Sum("amount"))
-    )
-    return {row["statement_id"]: row["paid"] for row in rows}
 
 
 @transaction.atomic
@@ -112,14 +101,12 @@ def payment_record(
             )
     open_invoices = list(
         Statement.objects.select_for_update()
-        .filter(company=company, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES)
+        .filter(
+            company=company, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_PAYMENT_STATUSES
+        )
         .order_by("period_start", "id")
     )
-    paid = amounts_paid([invoice.pk for invoice in open_invoices])
-    open_amount = {
-        invoice.pk: invoice.invoice_amount.amount - paid.get(invoice.pk, ZERO)
-        for invoice in open_invoices
-    }
+    open_amount = open_amounts(open_invoices)
     plan = _allocation_plan(amount, open_invoices, open_amount, allocations)
 
     series = f"{RECEIPT_PREFIX}-{now.astimezone(company.tzinfo):%Y}"
@@ -241,10 +228,7 @@ def _lift_overdue_block(
     ).exists():
         return
     today = now.astimezone(company.tzinfo).date()
-    still_overdue = any(
-        invoice.payment_status in OPEN_STATUSES and invoice.due_date and invoice.due_date < today
-        for invoice in open_invoices
-    )
+    still_overdue = any(invoice.is_overdue_on(today) for invoice in open_invoices)
     if not still_overdue:
         company_unblock(
             company=company,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 from djmoney.money import Money
 
@@ -14,10 +14,17 @@ from accounts.models import BillingContact, Company
 from billing.models import LedgerAccount, UsageRecord
 from billing.selectors_usage import format_bytes, format_duration, service_label
 
-from .models import BillingEmail, Statement, StatementLine
+from .models import (
+    OPEN_PAYMENT_STATUSES,
+    BillingEmail,
+    PaymentAllocation,
+    Statement,
+    StatementLine,
+)
 
 Group = StatementLine.Group
 CSV_CHUNK = 2000
+ZERO = Decimal(0)
 
 
 def company_statements(company: Company) -> QuerySet[Statement]:
@@ -192,7 +199,30 @@ def payment_receipt_lines(payment) -> tuple[list, Money]:
     return allocations, Money(payment.amount.amount - allocated, payment.amount.currency)
 
 
-# --- Overdue invoices and billing emails ------------------------------------------------------
+# --- Open invoices, overdue invoices and billing emails ----------------------------------------
+
+
+def amounts_paid(statement_ids: Iterable[int]) -> dict[int, Decimal]:
+    """What has been allocated to each invoice so far (one query)."""
+    rows = (
+        PaymentAllocation.objects.filter(statement_id__in=list(statement_ids))
+        .values("statement_id")
+        .annotate(paid=Sum("amount"))
+    )
+    return {row["statement_id"]: row["paid"] for row in rows}
+
+
+def open_amounts(invoices: Iterable[Statement]) -> dict[int, Decimal]:
+    """What is still to be paid on each of these invoices, by id (one query): its own
+    amount less what payments have been allocated to it; zero once it is not open."""
+    invoices = list(invoices)
+    paid = amounts_paid(invoice.pk for invoice in invoices)
+    return {
+        invoice.pk: max(invoice.invoice_amount.amount - paid.get(invoice.pk, ZERO), ZERO)
+        if invoice.payment_status in OPEN_PAYMENT_STATUSES
+        else ZERO
+        for invoice in invoices
+    }
 
 
 @dataclass(frozen=True)
@@ -207,9 +237,6 @@ def overdue_invoices(today_by_company: Mapping[int, date]) -> list[OverdueInvoic
     """The open invoices of these companies due before each company's ``today`` (a date in
     its billing time zone), with what is still open on each, by company and oldest due
     first. Two queries, whatever the number of companies and invoices."""
-    # payments imports the issuing services, which import emails, which import this module.
-    from .payments import OPEN_STATUSES, amounts_paid
-
     companies_by_today: dict[date, list[int]] = defaultdict(list)
     for company_id, today in today_by_company.items():
         companies_by_today[today].append(company_id)
@@ -220,13 +247,13 @@ def overdue_invoices(today_by_company: Mapping[int, date]) -> list[OverdueInvoic
         past_due |= Q(company_id__in=company_ids, due_date__lt=today)
     invoices = list(
         Statement.objects.filter(
-            past_due, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES
+            past_due, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_PAYMENT_STATUSES
         ).order_by("company_id", "due_date", "id")
     )
-    paid = amounts_paid([invoice.pk for invoice in invoices])
+    open_amount_of = open_amounts(invoices)
     overdue = []
     for invoice in invoices:
-        open_amount = invoice.invoice_amount.amount - paid.get(invoice.pk, Decimal(0))
+        open_amount = open_amount_of[invoice.pk]
         if open_amount <= 0:
             continue
         overdue.append(
@@ -243,15 +270,13 @@ def companies_with_overdue_invoices(now: datetime, today: date | None = None) ->
     """Ids of companies (ascending) with an open invoice that may be overdue at ``now`` in
     their billing time zone (or on ``today``, as if it were that date everywhere). A
     superset: the dunning batch checks each company in its own zone."""
-    from .payments import OPEN_STATUSES
-
     # The latest date anywhere on Earth (UTC+14): an invoice due before it may be overdue
     # somewhere.
     latest_today = today or (now.astimezone(UTC) + timedelta(hours=14)).date()
     return list(
         Statement.objects.filter(
             kind=Statement.Kind.INVOICE,
-            payment_status__in=OPEN_STATUSES,
+            payment_status__in=OPEN_PAYMENT_STATUSES,
             due_date__lt=latest_today,
         )
         .order_by("company_id")
@@ -274,12 +299,7 @@ def companies_owing(company_ids: Iterable[int]) -> set[int]:
 
 def invoice_open_amount(invoice: Statement) -> Money:
     """What is still to be paid on one invoice (one query); zero once it is not open."""
-    from .payments import OPEN_STATUSES, amounts_paid
-
-    if invoice.payment_status not in OPEN_STATUSES:
-        return Money(0, invoice.currency)
-    paid = amounts_paid([invoice.pk]).get(invoice.pk, Decimal(0))
-    return Money(max(invoice.invoice_amount.amount - paid, Decimal(0)), invoice.currency)
+    return Money(open_amounts([invoice])[invoice.pk], invoice.currency)
 
 
 def statements_not_emailed(*, issued_from: datetime, issued_before: datetime) -> list[int]:
@@ -366,12 +386,10 @@ def receivables_aging(now: datetime) -> AgingReport:
     (each company's own date), with totals per currency. One query, whatever the number
     of invoices; amounts are the invoices' open amounts (``invoice_amount`` less the
     payments allocated to them), so a balance carried forward is counted once."""
-    from django.db.models import Sum
-
-    from .payments import OPEN_STATUSES
-
     invoices = (
-        Statement.objects.filter(kind=Statement.Kind.INVOICE, payment_status__in=OPEN_STATUSES)
+        Statement.objects.filter(
+            kind=Statement.Kind.INVOICE, payment_status__in=OPEN_PAYMENT_STATUSES
+        )
         .select_related("company")
         .annotate(paid=Sum("allocations__amount"))
         .order_by("company_id", "due_date", "id")

@@ -414,17 +414,16 @@ def _mark_items(
             state=StatementRunItem.State.ISSUED
         )
     )
+    # Companies issued before (by an earlier call): their statement of the month, one query.
+    missing = [item.company_id for item in items if item.company_id not in by_company]
+    if missing:
+        for statement in Statement.objects.filter(
+            company_id__in=missing, period_start__gte=_month_floor(run)
+        ).order_by("-period_start"):
+            by_company[statement.company_id] = statement  # the earliest one is kept last
     for item in items:
         item.state = StatementRunItem.State.ISSUED
         item.statement = by_company.get(item.company_id)
-        if item.statement is None:
-            item.statement = (
-                Statement.objects.filter(
-                    company_id=item.company_id, period_start__gte=_month_floor(run)
-                )
-                .order_by("period_start")
-                .first()
-            )
         item.error = ""
         item.updated_at = now
     StatementRunItem.objects.bulk_update(items, ["state", "statement", "error", "updated_at"])

@@ -22,6 +22,7 @@ from vouchers.models import InvoiceCredit
 
 from .exceptions import InvoicingError
 from .models import (
+    OPEN_PAYMENT_STATUSES,
     Statement,
     StatementLine,
 )
@@ -341,10 +342,7 @@ def read_open_invoices(drafts: list[StatementDraft]) -> None:
         Statement.objects.filter(
             company_id__in=list(postpaid),
             kind=Statement.Kind.INVOICE,
-            payment_status__in=(
-                Statement.PaymentStatus.PENDING,
-                Statement.PaymentStatus.PARTIALLY_PAID,
-            ),
+            payment_status__in=OPEN_PAYMENT_STATUSES,
         )
         .annotate(paid=Sum("allocations__amount"))
         .values_list("company_id", "invoice_amount", "paid")

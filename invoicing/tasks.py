@@ -18,6 +18,16 @@ from .selectors import (
 )
 from .services import previous_month_of
 
+# A batch task: redelivered if its worker dies, retried with backoff if the database drops
+# the connection (the batch is one transaction, so a retry starts it again from nothing).
+RETRY_ON_DATABASE_ERRORS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
+
 
 @shared_task(acks_late=True)
 def statements_close_due() -> int:
@@ -45,13 +55,7 @@ def statements_close_due() -> int:
     return sent
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**RETRY_ON_DATABASE_ERRORS)
 def statements_issue_batch(run_id: int, company_ids: list[int]) -> int:
     """Issue these companies' statements of the run's month; one that exists is skipped, a
     failing company is recorded on its run item (and retried by the next hourly pass)."""
@@ -66,13 +70,7 @@ def statements_issue_batch(run_id: int, company_ids: list[int]) -> int:
 # --- Billing emails and overdue invoices --------------------------------------------------------
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**RETRY_ON_DATABASE_ERRORS)
 def statement_emails_queue(statement_ids: list[int]) -> int:
     """Queue the issue emails of a batch of statements (one per billing contact) and send
     each by its own task; idempotent (one such email per statement and recipient, ever)."""
@@ -125,13 +123,7 @@ def dunning_run_due() -> int:
     return len(company_ids)
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**RETRY_ON_DATABASE_ERRORS)
 def dunning_run_batch(company_ids: list[int]) -> int:
     """Remind and block for these companies' overdue invoices (one transaction); returns the
     number of reminder emails queued."""

@@ -11,8 +11,9 @@ from djmoney.money import Money
 from accounts.models import Company
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
-from invoicing.models import Statement
-from invoicing.payments import OPEN_STATUSES, amounts_paid, payment_record
+from invoicing.models import OPEN_PAYMENT_STATUSES, Statement
+from invoicing.payments import payment_record
+from invoicing.selectors import amounts_paid
 from invoicing.services import statement_issue
 from tests.factories import CompanyFactory
 
@@ -48,7 +49,9 @@ def pay(company, amount, at: datetime):
 
 
 def open_total(company) -> Decimal:
-    invoices = list(Statement.objects.filter(company=company, payment_status__in=OPEN_STATUSES))
+    invoices = list(
+        Statement.objects.filter(company=company, payment_status__in=OPEN_PAYMENT_STATUSES)
+    )
     paid = amounts_paid([invoice.pk for invoice in invoices])
     return sum(
         (invoice.invoice_amount.amount - paid.get(invoice.pk, 0) for invoice in invoices),

@@ -145,3 +145,19 @@ def test_companies_due_lists_each_company_once_whatever_its_name():
     made = companies(4)
     due = runs.companies_due(2026, 4, datetime(2026, 6, 1, tzinfo=UTC))
     assert due == sorted(company.pk for company in made)
+
+
+def test_a_run_links_statements_issued_outside_it_in_one_query(django_assert_max_num_queries):
+    made = companies(4)
+    statements_issue(company_ids=[c.pk for c in made], year=2026, month=4, now=AFTER_ALL)
+    run = runs.run_prepare(year=2026, month=4, now=AFTER_ALL)
+    ids = runs.run_pending(run)
+    assert len(ids) == 4
+    # The statements exist already: the batch only marks the items, whatever their number.
+    with django_assert_max_num_queries(8):  # was 7 + one per company
+        statements_issue(company_ids=ids, year=2026, month=4, run=run, now=AFTER_ALL)
+    items = StatementRunItem.objects.filter(run=run).select_related("statement")
+    assert {item.state for item in items} == {StatementRunItem.State.ISSUED}
+    assert {item.company_id: item.statement.company_id for item in items} == {
+        c.pk: c.pk for c in made
+    }
