@@ -9,8 +9,9 @@ PYTEST_ARGS ?=
 .PHONY: run setup serve test lint messages compilemessages clean system-packages
 
 # Debian packages: WeasyPrint's libraries with HarfBuzz subsetting (fast font embedding in
-# PDFs), the Japanese font of the PDFs, and the PostgreSQL client the CI script uses.
-SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-noto-cjk
+# PDFs), and the fonts of the PDFs: Liberation Sans (English) and Noto Sans CJK (Japanese).
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-liberation2 \
+	fonts-noto-cjk
 
 ## One command: install, migrate, seed demo data, then web server + Celery worker + beat.
 run: setup serve
