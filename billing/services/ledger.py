@@ -551,7 +551,7 @@ class _CompanyBook:
                     self._spendable.append((lot.expires_at, lot.pk, lot))
         self.balance: Decimal = self.account.balance.amount
         self._new_lots: list[CreditLot] = []
-        self._pending: list[tuple[LedgerTransaction, list[LedgerPosting]]] = []
+        self._pending: list[tuple[LedgerTransaction, list[_PostingRow]]] = []
         self._lots_awaiting_grant: list[CreditLot] = []
         self.expired_unposted_total: Decimal | None = None
         self.debited = False
@@ -971,25 +971,35 @@ def _new_transaction(
     )
 
 
-def _new_postings(transaction_, postings: list[tuple], currency: str) -> list[LedgerPosting]:
+class _PostingRow:
+    """A posting to write: plain values, not a model instance (a usage batch has a thousand,
+    and the instance with its ``Money`` costs more than writing the row). The transaction
+    and a lot created with it are referred to as objects: their ids come when they are
+    saved, before the postings are written."""
+
+    __slots__ = ("transaction", "account_id", "amount", "currency", "lot")
+
+    def __init__(self, transaction_, account_id: int, amount: Decimal, currency: str, lot):
+        self.transaction = transaction_
+        self.account_id = account_id
+        self.amount = amount
+        self.currency = currency
+        self.lot = lot
+
+    def values(self) -> tuple:
+        """The row in the order of ``POSTING_COLUMNS``."""
+        lot_id = None if self.lot is None else self.lot.pk
+        return (self.transaction.pk, self.account_id, self.currency, self.amount, lot_id)
+
+
+def _new_postings(transaction_, postings: list[tuple], currency: str) -> list[_PostingRow]:
     total = sum((value for _, value, _ in postings), ZERO)
     if total != 0 or len(postings) < 2:
         raise AssertionError(f"Unbalanced transaction {transaction_.idempotency_key}: {postings}")
-    # Saved accounts and lots by id (setting a relation costs more than the rest of a
-    # posting); a lot created in this transaction by reference, so it gets its id on save.
     return [
-        LedgerPosting(
-            transaction=transaction_,
-            account_id=account.pk,
-            amount=Money(value, currency),
-            **({"lot": lot} if lot is not None and lot.pk is None else {"lot_id": _pk(lot)}),
-        )
+        _PostingRow(transaction_, account.pk, value, currency, lot)
         for account, value, lot in postings
     ]
-
-
-def _pk(row: models.Model | None) -> int | None:
-    return None if row is None else row.pk
 
 
 def _check_charges(
@@ -1132,19 +1142,31 @@ class UsageBooks:
             for book in _open_books(sorted(unique.values(), key=lambda c: c.pk), now)
         }
 
-    def post(self, posts: dict[int, dict]) -> dict[int, LedgerTransaction | None]:
+    def post(
+        self, posts: dict[int, dict], known_accounts: dict | None = None
+    ) -> dict[int, LedgerTransaction | None]:
         """Post each company's batch (``posts``: company id → the keyword arguments of
-        ``UsageBatch.prepare``) and write them all; returns each company's transaction."""
+        ``UsageBatch.prepare``) and write them all; returns each company's transaction.
+
+        ``known_accounts`` (currency → code → revenue account), when given, holds the
+        revenue accounts found before in the same database transaction or API call, and
+        gets those found now: a call of several groups reads them once.
+        """
+        known = {} if known_accounts is None else known_accounts
         wanted: dict[str, set[tuple[str, str]]] = {}
         for company_id in posts:
             batch = self.batches[company_id]
-            wanted.setdefault(batch._book.currency, set()).update(batch.revenue_accounts_wanted())
-        revenue_accounts = {
-            currency: _system_accounts(codes, currency) for currency, codes in wanted.items()
-        }
+            currency = batch._book.currency
+            have = known.get(currency, {})
+            wanted.setdefault(currency, set()).update(
+                (kind, code) for kind, code in batch.revenue_accounts_wanted() if code not in have
+            )
+        for currency, codes in wanted.items():
+            if codes:
+                known.setdefault(currency, {}).update(_system_accounts(codes, currency))
         transactions = {
             company_id: self.batches[company_id].prepare(
-                revenue_accounts=revenue_accounts[self.batches[company_id]._book.currency],
+                revenue_accounts=known[self.batches[company_id]._book.currency],
                 **arguments,
             )
             for company_id, arguments in posts.items()
@@ -1345,32 +1367,9 @@ def _copy_transactions(transactions: list[LedgerTransaction]) -> None:
         tx._state.adding = False
 
 
-def _insert_postings(postings: list[LedgerPosting]) -> None:
-    if connection.vendor != "postgresql":
-        LedgerPosting.objects.bulk_create(postings)
-        return
-    insert_rows(
-        LedgerPosting,
-        POSTING_COLUMNS,
-        (
-            (
-                # The related rows, not the *_id copies: those were taken before the
-                # transaction (or a new lot) had its id.
-                posting.transaction.pk,
-                posting.account_id,
-                *_money_columns(posting.amount),
-                _posting_lot_id(posting),
-            )
-            for posting in postings
-        ),
-    )
-
-
-def _posting_lot_id(posting: LedgerPosting) -> int | None:
-    # Without a query: a saved lot is set by id, a new one by reference (now saved).
-    if posting.lot_id is not None:
-        return posting.lot_id
-    return _pk(posting._state.fields_cache.get("lot"))
+def _insert_postings(postings: list[_PostingRow]) -> None:
+    # insert_rows: COPY on PostgreSQL, model instances through the ORM elsewhere.
+    insert_rows(LedgerPosting, POSTING_COLUMNS, (posting.values() for posting in postings))
 
 
 def _money_columns(value: Money | None) -> tuple[str | None, Decimal | None]:

@@ -30,8 +30,8 @@ from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
 
-from ..bulk import insert_rows, update_column
-from ..models import ApiKey, Bundle, BundleCounter, Subscription, UsageRecord
+from ..bulk import insert_rows, update_column, where_in
+from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
 from ..rating import price_event
 from .ledger import UsageBooks
@@ -47,6 +47,11 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 COMPANIES_PER_TRANSACTION = 64
 # No single event costs this much (10^12 of any currency); the ledger's columns hold 10^15.
 MAX_EVENT_AMOUNT = Decimal(10) ** 12
+
+
+# The company fields read before the locks (``_plan``, ``_precheck``, ``_Row.values``,
+# bundle periods); any other is read on the locked row.
+PLANNING_FIELDS = ("id", "account_code", "tariff_id", "currency", "billing_timezone")
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,20 @@ def usage_ingest(
 ) -> list[UsageOutcome]:
     """Rate and charge ``events`` reported with ``api_key``; one outcome per event, in order."""
     now = now or timezone.now()
-    # Everything that needs no lock first: companies, subaccounts, checks, rate rows.
+    # Everything that needs no lock first: companies, subaccounts, checks, rate rows, and
+    # the ids already recorded (looked up again under the locks if a concurrent call
+    # records one meanwhile: see ``_ingest_planned``).
+    # Only what planning reads: the rest of each company is read under its lock.
     companies = {
         company.account_code: company
-        for company in Company.objects.select_related("tariff").filter(
+        for company in Company.objects.filter(
             account_code__in={event.account for event in events}
-        )
+        ).only(*PLANNING_FIELDS)
     }
+    # Few tariffs serve many companies: each read once (not one copy per company row).
+    tariffs = Tariff.objects.in_bulk(
+        {company.tariff_id for company in companies.values() if company.tariff_id}
+    )
     subaccounts = {
         (sub.company_id, sub.code): sub
         for sub in Subaccount.objects.filter(
@@ -97,11 +109,13 @@ def usage_ingest(
             continue  # the same id twice in one batch: answered as a duplicate at the end
         first_index[event.id] = index
         company = companies.get(event.account)
-        plans.append(_plan(index, event, company, subaccounts, now))
+        plans.append(_plan(index, event, company, subaccounts, tariffs, now))
 
+    existing = _records_by_event_id(api_key, first_index)
+    revenue_accounts: dict = {}  # shared by the call's transactions
     outcomes: dict[int, UsageOutcome] = {}
     for chunk in _chunks(plans):
-        outcomes.update(_ingest_planned(api_key, chunk, now))
+        outcomes.update(_ingest_planned(api_key, chunk, now, existing, revenue_accounts))
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
@@ -132,14 +146,15 @@ class _Planned:
     counter_keys: list = field(default_factory=list)  # the bundle counters it draws from
 
 
-def _plan(index, event, company, subaccounts, now) -> _Planned:
+def _plan(index, event, company, subaccounts, tariffs, now) -> _Planned:
     subaccount = subaccounts.get((company.pk, event.subaccount)) if company else None
     planned = _Planned(index, event, company, subaccount)
-    planned.error = _precheck(event, company, subaccounts, now)
+    tariff = tariffs.get(company.tariff_id) if company else None
+    planned.error = _precheck(event, company, subaccounts, tariff, now)
     if planned.error is None:
         try:
             planned.destination = normalise_destination(event.service, event.destination)
-            planned.rate, planned.matched = tariff_index(company.tariff).find(
+            planned.rate, planned.matched = tariff_index(tariff).find(
                 event.service, planned.destination, event.occurred_at
             )
         except RatingError as rating_error:
@@ -168,29 +183,34 @@ def _chunks(plans: list[_Planned]) -> list[list[_Planned]]:
     return chunks
 
 
-def _ingest_planned(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcome]:
+def _ingest_planned(
+    api_key, plans: list[_Planned], now, existing: dict, revenue_accounts: dict
+) -> dict[int, UsageOutcome]:
     """One group's events in ONE database transaction, under its companies' row locks.
 
-    Event ids are unique per key across companies, and a concurrent batch for another
-    company may record one of the same ids between our check and our insert: then the
-    whole call rolls back and runs again, and the check sees that id. Each retry sees at
-    least one more committed id, so this ends.
+    ``existing`` (the ids recorded before) was read before the locks, and a concurrent
+    call may record one of the same ids between that read and our insert (a replay of the
+    same company's event waits for our lock, then charges it again): the insert's unique
+    violation rolls the group back, and it runs again with the ids read under the locks.
+    Each retry sees at least one more committed id, so this ends.
     """
     for attempt in range(len(plans) + 1):
         try:
             with transaction.atomic():
-                return _ingest_locked(api_key, plans, now)
+                return _ingest_locked(api_key, plans, now, existing, revenue_accounts)
         except IntegrityError:
             if attempt == len(plans):
                 raise
+            existing = _records_by_event_id(api_key, [planned.event.id for planned in plans])
+            revenue_accounts.clear()  # one created in the rolled-back transaction is gone
     raise AssertionError("unreachable")
 
 
-def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcome]:
+def _ingest_locked(
+    api_key, plans: list[_Planned], now, existing: dict, revenue_accounts: dict
+) -> dict[int, UsageOutcome]:
     chargeable = [planned for planned in plans if planned.error is None]
     books = UsageBooks([planned.company for planned in chargeable], now)
-    # Checked under the locks: a concurrent replay of an id has committed by now.
-    existing = _records_by_event_id(api_key, [planned.event.id for planned in plans])
     bundles = _Bundles(
         [books.batches[pk].company for pk in books.batches],
         [planned.event.occurred_at for planned in chargeable],
@@ -265,7 +285,7 @@ def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcom
             "description": _describe(company_records),
             "metadata": {"events": len(charged_ids)},
         }
-    transactions = books.post(posts)
+    transactions = books.post(posts, revenue_accounts)
     for company_id, company_records in records_by_company.items():
         transaction_ = transactions[company_id]
         for record in company_records:
@@ -278,26 +298,41 @@ def _ingest_locked(api_key, plans: list[_Planned], now) -> dict[int, UsageOutcom
     return outcomes
 
 
-def _records_by_event_id(api_key: ApiKey, event_ids) -> dict[str, UsageRecord]:
+# What a replay answers: the first result, as its usage record keeps it.
+FIRST_RESULT_COLUMNS = (
+    "event_id", "amount", "amount_currency", "bundle_quantity", "balance_after",
+    "balance_after_currency", "error_code", "error_message",
+)  # fmt: skip
+
+
+def _records_by_event_id(api_key: ApiKey, event_ids) -> dict[str, tuple]:
+    """The first results of the ids already recorded with ``api_key``, by id (one query,
+    the id list as one parameter)."""
+    where, params = where_in("event_id", event_ids, "varchar")
     return {
-        record.event_id: record
-        for record in UsageRecord.objects.filter(api_key=api_key, event_id__in=list(event_ids))
+        row[0]: row
+        for row in UsageRecord.objects.filter(api_key=api_key)
+        .extra(where=[where], params=params)  # noqa: S610 (no input in the SQL text)
+        .values_list(*FIRST_RESULT_COLUMNS)
     }
 
 
-def _duplicate(event: UsageEvent, first: UsageRecord) -> UsageOutcome:
+def _duplicate(event: UsageEvent, first: tuple) -> UsageOutcome:
+    _, amount, currency, bundle_quantity, balance, balance_currency, error_code, error_message = (
+        first
+    )
     return UsageOutcome(
         id=event.id,
         status="duplicate",
-        charge=first.amount,
-        bundle_quantity=first.bundle_quantity,
-        balance=first.balance_after,
-        error_code=first.error_code or None,
-        error_message=first.error_message or None,
+        charge=None if amount is None else Money(amount, currency),
+        bundle_quantity=bundle_quantity,
+        balance=None if balance is None else Money(balance, balance_currency),
+        error_code=error_code or None,
+        error_message=error_message or None,
     )
 
 
-def _precheck(event, company, subaccounts, now) -> tuple[str, str] | None:
+def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | None:
     if company is None:
         return "unknown_account", f"No account “{event.account}”."
     if event.quantity < 0:
@@ -310,9 +345,9 @@ def _precheck(event, company, subaccounts, now) -> tuple[str, str] | None:
             return "unknown_subaccount", f"No subaccount “{event.subaccount}” in {event.account}."
         if not subaccount.is_active:
             return "subaccount_inactive", f"The subaccount “{event.subaccount}” is deactivated."
-    if company.tariff_id is None:
+    if tariff is None:
         return "no_tariff", f"{event.account} has no tariff to rate usage with."
-    if str(company.tariff.currency) != company.currency:
+    if str(tariff.currency) != company.currency:
         return "no_tariff", f"The tariff of {event.account} is not in its currency."
     return None
 
@@ -416,12 +451,19 @@ class _Row:
         )
 
 
-class _Counter:
-    __slots__ = ("row", "left", "dirty")
+# A bundle counter as ``_Bundles`` reads it (plain values, no model instance).
+COUNTER_COLUMNS = (
+    "pk", "subscription_id", "bundle_id", "period_start", "used", "bundle__included_quantity"
+)  # fmt: skip
 
-    def __init__(self, row: BundleCounter):
-        self.row = row
-        self.left = row.bundle.included_quantity - row.used
+
+class _Counter:
+    __slots__ = ("pk", "used", "left", "dirty")
+
+    def __init__(self, pk: int, used: Decimal, included: Decimal):
+        self.pk = pk
+        self.used = used
+        self.left = included - used
         self.dirty = False
 
 
@@ -433,6 +475,7 @@ class _Bundles:
         self.subscriptions: dict[int, list[Subscription]] = defaultdict(list)
         self.counters: dict[tuple[int, int, datetime], _Counter] = {}
         self._plans_by_company: dict[int, list] = {}
+        self._bundles_by_plan: dict[int, list[tuple[Bundle, tuple]]] = defaultdict(list)
         self._periods: dict[int, list[tuple[datetime, datetime]]] = {}
         if not companies or not instants:
             return
@@ -441,23 +484,24 @@ class _Bundles:
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
             .select_related("plan")
-            .prefetch_related("plan__bundles")
             .order_by("started_at", "id")
         ):
             self.subscriptions[subscription.company_id].append(subscription)
         subscriptions = [row for rows in self.subscriptions.values() for row in rows]
         if subscriptions:
-            # Lock only the counters (of=self): the joined Bundle rows are shared by every
-            # company on the plan, and locking them too deadlocks concurrent batches.
-            for row in (
-                BundleCounter.objects.select_for_update(of=("self",))
-                .select_related("bundle")
-                .filter(subscription__in=subscriptions, period_end__gt=min(instants))
-                .order_by("pk")
+            # The bundles of each plan once (many companies share a plan), with their
+            # destination prefixes parsed once.
+            for bundle in Bundle.objects.filter(  # in the plan's order (Meta.ordering)
+                plan_id__in={subscription.plan_id for subscription in subscriptions}
             ):
-                self.counters[(row.subscription_id, row.bundle_id, row.period_start)] = _Counter(
-                    row
+                self._bundles_by_plan[bundle.plan_id].append(
+                    (bundle, tuple(bundle.destination_list))
                 )
+            self._lock_counters(
+                BundleCounter.objects.filter(
+                    subscription__in=subscriptions, period_end__gt=min(instants)
+                )
+            )
 
     def prepare(self, plans: list[_Planned]) -> None:
         """Find the counters each event draws from; start the missing ones (a new period)
@@ -492,18 +536,23 @@ class _Bundles:
             ],
             ignore_conflicts=True,  # a concurrent call for the same company started it first
         )
-        for row in (
-            BundleCounter.objects.select_for_update(of=("self",))
-            .select_related("bundle")
-            .filter(
+        self._lock_counters(
+            BundleCounter.objects.filter(
                 subscription__in={subscription for subscription, _, _ in starts.values()},
                 period_start__in={key[2] for key in starts},
-            )
-            .order_by("pk")
+            ),
+            only=starts,
+        )
+
+    def _lock_counters(self, counters, only=None) -> None:
+        # Lock only the counters (of=self): the joined Bundle rows are shared by every
+        # company on the plan, and locking them too deadlocks concurrent batches.
+        for pk, subscription_id, bundle_id, start, used, included in (
+            counters.select_for_update(of=("self",)).order_by("pk").values_list(*COUNTER_COLUMNS)
         ):
-            key = (row.subscription_id, row.bundle_id, row.period_start)
-            if key in starts:
-                self.counters[key] = _Counter(row)
+            key = (subscription_id, bundle_id, start)
+            if only is None or key in only:
+                self.counters[key] = _Counter(pk, used, included)
 
     def covering(self, planned: _Planned) -> list[_Counter]:
         return [self.counters[key] for key in planned.counter_keys]
@@ -514,13 +563,7 @@ class _Bundles:
         plans = self._plans_by_company.get(company_id)
         if plans is None:
             plans = self._plans_by_company[company_id] = [
-                (
-                    subscription,
-                    [
-                        (bundle, tuple(bundle.destination_list))
-                        for bundle in subscription.plan.bundles.all()
-                    ],
-                )
+                (subscription, self._bundles_by_plan[subscription.plan_id])
                 for subscription in self.subscriptions.get(company_id, ())
             ]
         return plans
@@ -536,7 +579,7 @@ class _Bundles:
         known.append((start, end))
         return start, end
 
-    def draw(self, counters: list[_Counter], quantity: Decimal) -> BundleCounter | None:
+    def draw(self, counters: list[_Counter], quantity: Decimal) -> _Counter | None:
         """Take ``quantity`` from the counters in order; returns the first one drawn from."""
         first = None
         for counter in counters:
@@ -546,10 +589,10 @@ class _Bundles:
             if take <= 0:
                 continue
             counter.left -= take
-            counter.row.used += take
+            counter.used += take
             counter.dirty = True
             quantity -= take
-            first = first or counter.row
+            first = first or counter
         return first
 
     def start_first_use_fees(self, records: list[_Row]) -> None:
@@ -576,9 +619,5 @@ class _Bundles:
         update_column(
             BundleCounter,
             "used",
-            {
-                counter.row.pk: counter.row.used
-                for counter in self.counters.values()
-                if counter.dirty
-            },
+            {counter.pk: counter.used for counter in self.counters.values() if counter.dirty},
         )

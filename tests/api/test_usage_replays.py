@@ -1,6 +1,7 @@
 """An event id is handled once per API key, whatever the outcome."""
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -59,3 +60,79 @@ def test_a_rejected_event_replayed_answers_duplicate_with_its_error_even_after_t
     assert again[0]["charge"] is None
     assert UsageRecord.objects.count() == 3
     assert company_balance(company).amount == 990  # only e2 was charged
+
+
+@time_machine.travel(NOW, tick=False)
+def test_an_id_recorded_after_the_unlocked_lookup_is_answered_duplicate_and_charged_once(
+    client, monkeypatch
+):
+    """The ids already recorded are read before the locks. A concurrent call that records
+    one of them after that read (here: the read is made to miss it) makes the insert fail
+    on the unique constraint; the group is rolled back and runs again with the ids read
+    under the locks."""
+    from billing.services import usage
+
+    tariff = TariffFactory()
+    RateFactory(tariff=tariff, service="sms", price=10)
+    company = CompanyFactory(account_code="acme", tariff=tariff, mode=Company.Mode.PREPAID)
+    grant(company, 1000, now=NOW)
+    _, raw = api_key()
+    first = _post(client, raw, [_sms("e1")])
+    assert first[0]["status"] == "charged"
+
+    real = usage._records_by_event_id
+    lookups = []
+
+    def stale_then_real(api_key, event_ids):
+        lookups.append(sorted(event_ids))
+        return {} if len(lookups) == 1 else real(api_key, event_ids)
+
+    monkeypatch.setattr(usage, "_records_by_event_id", stale_then_real)
+    again = _post(client, raw, [_sms("e1"), _sms("e2")])
+
+    assert [r["status"] for r in again] == ["duplicate", "charged"]
+    assert again[0]["balance"] == first[0]["balance"] == {"amount": "990", "currency": "JPY"}
+    assert again[1]["balance"] == {"amount": "980", "currency": "JPY"}
+    assert lookups == [["e1", "e2"], ["e1", "e2"]]  # the second under the locks
+    assert UsageRecord.objects.filter(event_id="e1").count() == 1
+    assert company_balance(company).amount == 980
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_costs_the_same_queries_for_ten_companies_as_for_forty():
+    """Statements per call do not grow with the events or the companies of a group: the
+    planning read takes only the company fields it needs (a deferred field read later
+    would be a query per company)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.services.usage import UsageEvent, usage_ingest
+
+    tariff = TariffFactory()
+    RateFactory(tariff=tariff, service="sms", price=10)
+    for n in range(40):
+        grant(CompanyFactory(account_code=f"co{n}", tariff=tariff), 1000, now=NOW)
+    key, _ = api_key()
+
+    def batch(label: str, companies: int) -> list[UsageEvent]:
+        return [
+            UsageEvent(
+                id=f"{label}{n}",
+                account=f"co{n % companies}",
+                subaccount=None,
+                service="sms",
+                destination="+819012345678",
+                quantity=Decimal(1),
+                occurred_at=NOW,
+            )
+            for n in range(200)
+        ]
+
+    usage_ingest(api_key=key, events=batch("warm", 40))  # customer accounts, tariff index
+    counts = []
+    for label, companies in (("a", 10), ("b", 40)):
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = usage_ingest(api_key=key, events=batch(label, companies))
+        assert {outcome.status for outcome in outcomes} == {"charged"}
+        counts.append(len(queries))
+    assert counts[0] == counts[1] <= 25
