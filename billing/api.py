@@ -176,8 +176,13 @@ class NotFoundOut(Schema):
 def money_out(value: Money | None) -> dict | None:
     if value is None:
         return None
-    currency = str(value.currency)
-    return {"amount": str(quantize_amount(value.amount, currency)), "currency": currency}
+    return _amount_out(value.amount, str(value.currency))
+
+
+def _amount_out(amount: Decimal | None, currency: str | None) -> dict | None:
+    if amount is None:
+        return None
+    return {"amount": str(quantize_amount(amount, currency)), "currency": currency}
 
 
 def _number(value: Decimal | None) -> float | int | None:
@@ -215,9 +220,9 @@ def _usage_result(outcome) -> dict:
     return {
         "id": outcome.id,
         "status": outcome.status,
-        "charge": money_out(outcome.charge),
+        "charge": _amount_out(outcome.charge_amount, outcome.currency),
         "bundle_quantity": _number(outcome.bundle_quantity),
-        "balance": money_out(outcome.balance),
+        "balance": _amount_out(outcome.balance_amount, outcome.currency),
         "error": (
             {"code": outcome.error_code, "message": outcome.error_message}
             if outcome.error_code

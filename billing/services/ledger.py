@@ -1171,7 +1171,9 @@ class UsageBooks:
             )
             for company_id, arguments in posts.items()
         }
-        _flush_books([self.batches[company_id]._book for company_id in posts])
+        # The keys name the events posted (see ``UsageBatch.prepare``): one taken meanwhile
+        # is the same request, whose unique violation the caller retries as a whole.
+        _flush_books([self.batches[company_id]._book for company_id in posts], own_keys=True)
         return transactions
 
 
@@ -1276,14 +1278,18 @@ class UsageBatch:
 # --- Writing what the books collected --------------------------------------------------------
 
 
-def _flush_books(books: list[_CompanyBook]) -> None:
+def _flush_books(books: list[_CompanyBook], *, own_keys: bool = False) -> None:
     """Write what ``books`` collected in one statement per table, whatever their number;
-    then each company's blocks follow its balance."""
+    then each company's blocks follow its balance.
+
+    ``own_keys``: the caller's idempotency keys cannot be taken by a different request, so
+    a unique violation needs no savepoint to tell an ``IdempotencyConflict`` from a race
+    (two statements saved per call); it aborts the database transaction as it is."""
     pending = [entry for book in books for entry in book._pending]
     if pending:
         transactions = [transaction_ for transaction_, _ in pending]
         if len(transactions) > 1 and connection.vendor == "postgresql":
-            _copy_transactions(transactions)
+            _copy_transactions(transactions, savepoint=not own_keys)
         else:
             _insert_transactions(transactions)
         new_lots = []
@@ -1327,9 +1333,10 @@ TRANSACTION_COLUMNS = (
 POSTING_COLUMNS = ("transaction_id", "account_id", "amount_currency", "amount", "lot_id")
 
 
-def _copy_transactions(transactions: list[LedgerTransaction]) -> None:
+def _copy_transactions(transactions: list[LedgerTransaction], *, savepoint: bool = True) -> None:
     """``_insert_transactions`` for many rows: ids reserved from the sequence, rows copied.
-    A key another company's transaction took meanwhile is an ``IdempotencyConflict``."""
+    A key another company's transaction took meanwhile is an ``IdempotencyConflict``
+    (``savepoint=False``: left as the unique violation, see ``_flush_books``)."""
     for transaction_, pk in zip(
         transactions, reserve_ids(LedgerTransaction, len(transactions)), strict=True
     ):
@@ -1355,14 +1362,17 @@ def _copy_transactions(transactions: list[LedgerTransaction]) -> None:
         )
         for tx in transactions
     ]
-    try:
-        with transaction.atomic():  # a savepoint, so the unique violation can be handled
-            insert_rows(LedgerTransaction, TRANSACTION_COLUMNS, rows)
-    except IntegrityError:
-        for tx in transactions:
-            tx.pk = None
-        _existing_transactions({tx.idempotency_key: tx.fingerprint for tx in transactions})
-        raise
+    if not savepoint:
+        insert_rows(LedgerTransaction, TRANSACTION_COLUMNS, rows)
+    else:
+        try:
+            with transaction.atomic():  # a savepoint, so the unique violation can be handled
+                insert_rows(LedgerTransaction, TRANSACTION_COLUMNS, rows)
+        except IntegrityError:
+            for tx in transactions:
+                tx.pk = None
+            _existing_transactions({tx.idempotency_key: tx.fingerprint for tx in transactions})
+            raise
     for tx in transactions:
         tx._state.adding = False
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -65,15 +65,28 @@ class UsageEvent:
     occurred_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsageOutcome:
+    """One event's result. The amounts are kept as decimals in ``currency`` (a ``Money`` per
+    amount would cost more than rating the event); ``charge`` and ``balance`` give them as
+    ``Money``."""
+
     id: str
     status: str  # charged | duplicate | rejected
-    charge: Money | None = None
+    charge_amount: Decimal | None = None
     bundle_quantity: Decimal = ZERO
-    balance: Money | None = None
+    balance_amount: Decimal | None = None
+    currency: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+
+    @property
+    def charge(self) -> Money | None:
+        return None if self.charge_amount is None else Money(self.charge_amount, self.currency)
+
+    @property
+    def balance(self) -> Money | None:
+        return None if self.balance_amount is None else Money(self.balance_amount, self.currency)
 
 
 def usage_ingest(
@@ -119,15 +132,7 @@ def usage_ingest(
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
-            outcomes[index] = UsageOutcome(
-                id=event.id,
-                status="duplicate",
-                charge=first.charge,
-                bundle_quantity=first.bundle_quantity,
-                balance=first.balance,
-                error_code=first.error_code,
-                error_message=first.error_message,
-            )
+            outcomes[index] = replace(first, id=event.id, status="duplicate")
     return [outcomes[index] for index in range(len(events))]
 
 
@@ -270,9 +275,10 @@ def _ingest_locked(
         outcomes[planned.index] = UsageOutcome(
             id=event.id,
             status="charged",
-            charge=batch.money(taken),
+            charge_amount=taken,
             bundle_quantity=price.bundle_quantity,
-            balance=batch.money(balance),
+            balance_amount=balance,
+            currency=batch.company.currency,
         )
 
     posts = {}
@@ -324,9 +330,10 @@ def _duplicate(event: UsageEvent, first: tuple) -> UsageOutcome:
     return UsageOutcome(
         id=event.id,
         status="duplicate",
-        charge=None if amount is None else Money(amount, currency),
+        charge_amount=amount,
         bundle_quantity=bundle_quantity,
-        balance=None if balance is None else Money(balance, balance_currency),
+        balance_amount=balance,
+        currency=currency or balance_currency,
         error_code=error_code or None,
         error_message=error_message or None,
     )
