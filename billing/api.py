@@ -17,7 +17,7 @@ from djmoney.money import Money
 from ninja import Field, Router, Schema, Status
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BaseModel
 
 from accounts.models import Company
 
@@ -103,7 +103,9 @@ class ErrorOut(Schema):
     message: str
 
 
-class EventIn(Schema):
+# The events of a usage call are plain pydantic models, not ninja ``Schema``s: a Schema
+# wraps each object it validates to read ORM attributes, ~5 % of a thousand-event call.
+class EventIn(BaseModel):
     id: Text = Field(
         min_length=1, max_length=64, description="Unique per API key: retries are harmless"
     )
@@ -125,7 +127,7 @@ class EventIn(Schema):
     occurred_at: Instant
 
 
-class UsageIn(Schema):
+class UsageIn(BaseModel):
     events: list[EventIn] = Field(min_length=1, max_length=1000)
 
 

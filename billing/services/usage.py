@@ -124,11 +124,15 @@ def usage_ingest(
         company = companies.get(event.account)
         plans.append(_plan(index, event, company, subaccounts, tariffs, now))
 
-    existing = _records_by_event_id(api_key, first_index)
-    revenue_accounts: dict = {}  # shared by the call's transactions
+    call = _Call(
+        api_key=api_key,
+        now=now,
+        existing=_records_by_event_id(api_key, first_index),
+        plans=_Plans(plans),
+    )
     outcomes: dict[int, UsageOutcome] = {}
     for chunk in _chunks(plans):
-        outcomes.update(_ingest_planned(api_key, chunk, now, existing, revenue_accounts))
+        outcomes.update(_ingest_planned(call, chunk))
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
@@ -188,12 +192,21 @@ def _chunks(plans: list[_Planned]) -> list[list[_Planned]]:
     return chunks
 
 
-def _ingest_planned(
-    api_key, plans: list[_Planned], now, existing: dict, revenue_accounts: dict
-) -> dict[int, UsageOutcome]:
+@dataclass
+class _Call:
+    """What the groups of one call share, read once before any lock."""
+
+    api_key: ApiKey
+    now: datetime
+    existing: dict[str, tuple]  # the first results of the ids recorded before, by id
+    plans: _Plans
+    revenue_accounts: dict = field(default_factory=dict)  # found so far, by currency
+
+
+def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:
     """One group's events in ONE database transaction, under its companies' row locks.
 
-    ``existing`` (the ids recorded before) was read before the locks, and a concurrent
+    ``call.existing`` (the ids recorded before) was read before the locks, and a concurrent
     call may record one of the same ids between that read and our insert (a replay of the
     same company's event waits for our lock, then charges it again): the insert's unique
     violation rolls the group back, and it runs again with the ids read under the locks.
@@ -202,23 +215,23 @@ def _ingest_planned(
     for attempt in range(len(plans) + 1):
         try:
             with transaction.atomic():
-                return _ingest_locked(api_key, plans, now, existing, revenue_accounts)
+                return _ingest_locked(call, plans)
         except IntegrityError:
             if attempt == len(plans):
                 raise
-            existing = _records_by_event_id(api_key, [planned.event.id for planned in plans])
-            revenue_accounts.clear()  # one created in the rolled-back transaction is gone
+            call.existing = _records_by_event_id(
+                call.api_key, [planned.event.id for planned in plans]
+            )
+            call.revenue_accounts.clear()  # one created in the rolled-back transaction is gone
     raise AssertionError("unreachable")
 
 
-def _ingest_locked(
-    api_key, plans: list[_Planned], now, existing: dict, revenue_accounts: dict
-) -> dict[int, UsageOutcome]:
+def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:
+    api_key, now, existing = call.api_key, call.now, call.existing
     chargeable = [planned for planned in plans if planned.error is None]
     books = UsageBooks([planned.company for planned in chargeable], now)
     bundles = _Bundles(
-        [books.batches[pk].company for pk in books.batches],
-        [planned.event.occurred_at for planned in chargeable],
+        call.plans, list(books.batches), [planned.event.occurred_at for planned in chargeable]
     )
     bundles.prepare(chargeable)
     outcomes: dict[int, UsageOutcome] = {}
@@ -291,7 +304,7 @@ def _ingest_locked(
             "description": _describe(company_records),
             "metadata": {"events": len(charged_ids)},
         }
-    transactions = books.post(posts, revenue_accounts)
+    transactions = books.post(posts, call.revenue_accounts)
     for company_id, company_records in records_by_company.items():
         transaction_ = transactions[company_id]
         for record in company_records:
@@ -474,39 +487,74 @@ class _Counter:
         self.dirty = False
 
 
-class _Bundles:
-    """The bundles of the batch's companies and their counters for the periods the batch
-    touches, locked (after the company rows: the lock order)."""
+class _Plans:
+    """The subscriptions of the call's companies live over its events, with their plans and
+    each plan's bundles: configuration, read once per call before the locks (a subscription
+    started or ended meanwhile is as if it had come just after the call)."""
 
-    def __init__(self, companies: list[Company], instants: list[datetime]):
+    def __init__(self, plans: list[_Planned]):
         self.subscriptions: dict[int, list[Subscription]] = defaultdict(list)
-        self.counters: dict[tuple[int, int, datetime], _Counter] = {}
-        self._plans_by_company: dict[int, list] = {}
         self._bundles_by_plan: dict[int, list[tuple[Bundle, tuple]]] = defaultdict(list)
+        self._by_company: dict[int, list] = {}
         self._periods: dict[int, list[tuple[datetime, datetime]]] = {}
-        if not companies or not instants:
+        chargeable = [planned for planned in plans if planned.error is None]
+        if not chargeable:
             return
+        instants = [planned.event.occurred_at for planned in chargeable]
         for subscription in (
-            Subscription.objects.filter(company__in=companies)
+            Subscription.objects.filter(
+                company_id__in={planned.company.pk for planned in chargeable}
+            )
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
             .select_related("plan")
             .order_by("started_at", "id")
         ):
             self.subscriptions[subscription.company_id].append(subscription)
-        subscriptions = [row for rows in self.subscriptions.values() for row in rows]
-        if subscriptions:
-            # The bundles of each plan once (many companies share a plan), with their
-            # destination prefixes parsed once.
-            for bundle in Bundle.objects.filter(  # in the plan's order (Meta.ordering)
-                plan_id__in={subscription.plan_id for subscription in subscriptions}
-            ):
-                self._bundles_by_plan[bundle.plan_id].append(
-                    (bundle, tuple(bundle.destination_list))
-                )
+        plan_ids = {row.plan_id for rows in self.subscriptions.values() for row in rows}
+        # The bundles of each plan once (many companies share a plan), with their
+        # destination prefixes parsed once; in the plan's order (Bundle.Meta.ordering).
+        for bundle in Bundle.objects.filter(plan_id__in=plan_ids) if plan_ids else ():
+            self._bundles_by_plan[bundle.plan_id].append((bundle, tuple(bundle.destination_list)))
+
+    def of(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
+        """The company's subscriptions with their bundles and destination prefixes."""
+        plans = self._by_company.get(company_id)
+        if plans is None:
+            plans = self._by_company[company_id] = [
+                (subscription, self._bundles_by_plan[subscription.plan_id])
+                for subscription in self.subscriptions.get(company_id, ())
+            ]
+        return plans
+
+    def period(self, subscription: Subscription, at: datetime, tz) -> tuple[datetime, datetime]:
+        """The subscription's monthly period holding ``at``; a call's events mostly fall in
+        one or two periods, so those found are kept."""
+        known = self._periods.setdefault(subscription.pk, [])
+        for start, end in known:
+            if start <= at < end:
+                return start, end
+        start, end, _ = monthly_period(subscription.started_at, at, tz)
+        known.append((start, end))
+        return start, end
+
+
+class _Bundles:
+    """The bundle counters of one group's companies for the periods its events touch,
+    locked (after the company rows: the lock order)."""
+
+    def __init__(self, plans: _Plans, company_ids, instants: list[datetime]):
+        self.plans = plans
+        self.subscriptions = [
+            subscription
+            for company_id in company_ids
+            for subscription in plans.subscriptions.get(company_id, ())
+        ]
+        self.counters: dict[tuple[int, int, datetime], _Counter] = {}
+        if self.subscriptions and instants:
             self._lock_counters(
                 BundleCounter.objects.filter(
-                    subscription__in=subscriptions, period_end__gt=min(instants)
+                    subscription__in=self.subscriptions, period_end__gt=min(instants)
                 )
             )
 
@@ -517,7 +565,7 @@ class _Bundles:
         for planned in plans:
             keys = planned.counter_keys = []
             at = planned.event.occurred_at
-            for subscription, bundles in self._plans(planned.company.pk):
+            for subscription, bundles in self.plans.of(planned.company.pk):
                 if not subscription.is_live(at):
                     continue
                 period = None
@@ -527,7 +575,7 @@ class _Bundles:
                     ):
                         continue
                     if period is None:
-                        period = self._period(subscription, at, planned.company.tzinfo)
+                        period = self.plans.period(subscription, at, planned.company.tzinfo)
                     key = (subscription.pk, bundle.pk, period[0])
                     keys.append(key)
                     if key not in self.counters:
@@ -564,28 +612,6 @@ class _Bundles:
     def covering(self, planned: _Planned) -> list[_Counter]:
         return [self.counters[key] for key in planned.counter_keys]
 
-    def _plans(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
-        """The company's subscriptions with their bundles and destination prefixes (read
-        once per batch, not once per event)."""
-        plans = self._plans_by_company.get(company_id)
-        if plans is None:
-            plans = self._plans_by_company[company_id] = [
-                (subscription, self._bundles_by_plan[subscription.plan_id])
-                for subscription in self.subscriptions.get(company_id, ())
-            ]
-        return plans
-
-    def _period(self, subscription: Subscription, at: datetime, tz) -> tuple[datetime, datetime]:
-        """The subscription's monthly period holding ``at``; a batch's events mostly fall in
-        one or two periods, so those found are kept."""
-        known = self._periods.setdefault(subscription.pk, [])
-        for start, end in known:
-            if start <= at < end:
-                return start, end
-        start, end, _ = monthly_period(subscription.started_at, at, tz)
-        known.append((start, end))
-        return start, end
-
     def draw(self, counters: list[_Counter], quantity: Decimal) -> _Counter | None:
         """Take ``quantity`` from the counters in order; returns the first one drawn from."""
         first = None
@@ -606,8 +632,7 @@ class _Bundles:
         """A PAYGO plan billed from first use starts its monthly fee at the first usage."""
         waiting = [
             subscription
-            for subscriptions in self.subscriptions.values()
-            for subscription in subscriptions
+            for subscription in self.subscriptions
             if subscription.fee_anchor_at is None
             and subscription.plan.is_paygo
             and subscription.plan.fee_starts == subscription.plan.FeeStart.FIRST_USE

@@ -702,11 +702,11 @@ def test_a_call_cut_off_between_groups_keeps_whole_companies_and_its_replay_char
     real = usage._ingest_locked
     calls = []
 
-    def crash_on_the_second_group(api_key, plans, *args):
+    def crash_on_the_second_group(call, plans):
         calls.append(plans[0].company.account_code)
         if len(calls) == 2:
             raise RuntimeError("worker killed")
-        return real(api_key, plans, *args)
+        return real(call, plans)
 
     monkeypatch.setattr(usage, "_ingest_locked", crash_on_the_second_group)
     with pytest.raises(RuntimeError):
