@@ -687,6 +687,43 @@ def test_a_call_over_more_companies_than_one_group_charges_every_company_once(
     assert [r["balance"] for r in replay] == [r["balance"] for r in results]
 
 
+def test_a_busy_company_makes_a_group_of_its_own_and_quiet_ones_share_one(
+    client, tariff, key, monkeypatch
+):
+    from billing.services import usage
+
+    monkeypatch.setattr(usage, "EVENTS_PER_TRANSACTION", 3)
+    _, raw = key
+    counts = {"co0": 5, "co1": 1, "co2": 1, "co3": 2}
+    for code in counts:
+        grant(CompanyFactory(account_code=code, tariff=tariff), 1000, now=NOW)
+    groups = []
+    real = usage._ingest_planned
+
+    def record_groups(call, plans):
+        groups.append([planned.event.id for planned in plans])
+        return real(call, plans)
+
+    monkeypatch.setattr(usage, "_ingest_planned", record_groups)
+    # The busy company's events come last and between the others': grouping keeps each
+    # company's events together and in order.
+    events = [sms(f"{code}-{n}", account=code, subaccount=None) for code in ("co1", "co2", "co3")
+              for n in range(counts[code])]  # fmt: skip
+    events[1:1] = [sms(f"co0-{n}", account="co0", subaccount=None) for n in range(5)]
+    results = post(client, raw, events)
+
+    assert {r["status"] for r in results} == {"charged"}
+    # Never split, even over the limit; then as many companies as fit under it.
+    assert groups == [
+        ["co0-0", "co0-1", "co0-2", "co0-3", "co0-4"],
+        ["co1-0", "co2-0"],
+        ["co3-0", "co3-1"],
+    ]
+    assert [r["balance"]["amount"] for r in results if r["id"].startswith("co0")] == [
+        "997", "994", "991", "988", "985"
+    ]  # fmt: skip
+
+
 def test_a_call_cut_off_between_groups_keeps_whole_companies_and_its_replay_charges_the_rest(
     client, tariff, key, monkeypatch
 ):
