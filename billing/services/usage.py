@@ -100,10 +100,8 @@ def usage_ingest(
 ) -> list[UsageOutcome]:
     """Rate and charge ``events`` reported with ``api_key``; one outcome per event, in order."""
     now = now or timezone.now()
-    # Everything that needs no lock first: companies, subaccounts, checks, rate rows, and
-    # the ids already recorded (looked up again under the locks if a concurrent call
-    # records one meanwhile: see ``_ingest_planned``).
-    # Only what planning reads: the rest of each company is read under its lock.
+    # Everything that needs no lock first: companies (only what planning reads; the rest is
+    # read under each company's lock), subaccounts, checks, rate rows.
     companies = {
         company.account_code: company
         for company in Company.objects.filter(
@@ -130,6 +128,8 @@ def usage_ingest(
         company = companies.get(event.account)
         plans.append(_plan(index, event, company, subaccounts, tariffs, now))
 
+    # Also before the locks: the ids already recorded (read again under the locks if a
+    # concurrent call records one meanwhile: see ``_ingest_planned``), the subscriptions.
     call = _Call(
         api_key=api_key,
         now=now,
@@ -232,8 +232,9 @@ def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcom
         except IntegrityError:
             if attempt == len(plans):
                 raise
-            call.existing = _records_by_event_id(
-                call.api_key, [planned.event.id for planned in plans]
+            # Records are never deleted: what was read before still stands.
+            call.existing.update(
+                _records_by_event_id(call.api_key, [planned.event.id for planned in plans])
             )
             call.revenue_accounts.clear()  # one created in the rolled-back transaction is gone
     raise AssertionError("unreachable")
