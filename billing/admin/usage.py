@@ -17,6 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import Company
+
 from ..forms import ApiKeyAddForm
 from ..models import ApiKey, UsageRecord
 from ..rating import SERVICES
@@ -216,11 +218,20 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         # Exact and case-sensitive (the admin's "=" is case-insensitive, which no index
-        # serves): an event id or an account code is copied, not typed from memory.
+        # serves): an event id or an account code is copied, not typed from memory. Each
+        # branch is one an index serves, so a search never reads the whole table: an event
+        # id through the unique (key, event id) index, one probe per key; a company's code
+        # through (company, occurred at); the code of an unknown account (rejected records
+        # without a company) through its own partial index.
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(Q(event_id=term) | Q(account_code=term)), False
+        keys = list(ApiKey.objects.values_list("pk", flat=True))
+        matches = Q(api_key_id__in=keys, event_id=term) | Q(company=None, account_code=term)
+        companies = list(Company.objects.filter(account_code=term).values_list("pk", flat=True))
+        if companies:
+            matches |= Q(company_id__in=companies)
+        return queryset.filter(matches), False
 
     @admin.display(description=_("subaccount"))
     def subaccount_display(self, obj):

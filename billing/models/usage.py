@@ -144,6 +144,13 @@ class UsageRecord(models.Model):
                 condition=models.Q(subaccount__isnull=False),
                 name="usage_subaccount",
             ),
+            # The admin's search for an account code no company has (events rejected as
+            # unknown_account); other records stay out of it.
+            models.Index(
+                fields=["account_code"],
+                condition=models.Q(company__isnull=True),
+                name="usage_unknown_account",
+            ),
         ]
         constraints = [
             # An event id is handled once per key, whatever the outcome: a retry is harmless.

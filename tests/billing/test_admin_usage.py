@@ -683,6 +683,32 @@ def test_usage_list_filters_and_exact_search(admin_client):
     assert shown(q="call") == []  # not a fragment
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("term", ["call-1", "acme", "nobody"], ids=["event", "company", "unknown"])
+def test_usage_search_is_served_by_indexes_never_a_scan_of_the_table(admin_client, term):
+    """With sequential scans priced out, PostgreSQL finds the records through index
+    conditions alone: each kind of search term has an index (a table of millions is never
+    read whole, nor any of its indexes)."""
+    from django.contrib.admin.sites import site
+
+    from billing.admin.usage import UsageRecordAdmin
+
+    key, _ = api_key()
+    company = CompanyFactory(account_code="acme")
+    usage_record(key, 1, event_id="call-1", company=company)
+    usage_record(key, 2, event_id="bad-1", account_code="nobody", amount=None)
+    model_admin = UsageRecordAdmin(UsageRecord, site)
+    records, _ = model_admin.get_search_results(None, UsageRecord.objects.all(), term)
+    sql, params = records.order_by("-occurred_at", "-id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    # Neither a scan of the table nor one of a whole index with the term as a filter.
+    assert "Seq Scan" not in plan and "Filter:" not in plan, plan
+    assert len(records) == 1
+
+
 def test_usage_records_are_read_only_and_not_deletable(admin_client):
     key, _ = api_key()
     record = usage_record(key, 1)
