@@ -6,8 +6,9 @@ Guarantees of ``usage_ingest``:
   concurrent one) answers ``duplicate`` with the first result, its charge or its error.
 - Events are handled in the order given, in one database transaction per group of
   companies (``_chunks``): the group's company rows are locked in id order
-  (so concurrent calls never wait in a cycle), then their credit lots and bundle counters,
-  and every table is read and written with one statement for the whole group. A call cut
+  (so concurrent calls never wait in a cycle), then their credit lots; their bundle
+  counters need no lock of their own (only this service writes them, under the company
+  lock). Every table is read and written with one statement for the whole group. A call cut
   off between groups has charged whole companies; its replay charges the rest. A prepaid
   company whose credit runs out mid-batch is charged what is left for that event, blocked,
   and its later events are ``rejected``.
@@ -486,9 +487,7 @@ class _Row:
 
 
 # A bundle counter as ``_Bundles`` reads it (plain values, no model instance).
-COUNTER_COLUMNS = (
-    "pk", "subscription_id", "bundle_id", "period_start", "used", "bundle__included_quantity"
-)  # fmt: skip
+COUNTER_COLUMNS = ("pk", "subscription_id", "bundle_id", "period_start", "used")
 
 
 class _Counter:
@@ -509,6 +508,7 @@ class _Plans:
     def __init__(self, plans: list[_Planned]):
         self.subscriptions: dict[int, list[Subscription]] = defaultdict(list)
         self._bundles_by_plan: dict[int, list[tuple[Bundle, tuple]]] = defaultdict(list)
+        self.included: dict[int, Decimal] = {}  # each bundle's quantity per period, by id
         self._by_company: dict[int, list] = {}
         self._periods: dict[int, list[tuple[datetime, datetime]]] = {}
         chargeable = [planned for planned in plans if planned.error is None]
@@ -530,6 +530,7 @@ class _Plans:
         # destination prefixes parsed once; in the plan's order (Bundle.Meta.ordering).
         for bundle in Bundle.objects.filter(plan_id__in=plan_ids) if plan_ids else ():
             self._bundles_by_plan[bundle.plan_id].append((bundle, tuple(bundle.destination_list)))
+            self.included[bundle.pk] = bundle.included_quantity
 
     def of(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
         """The company's subscriptions with their bundles and destination prefixes."""
@@ -554,8 +555,8 @@ class _Plans:
 
 
 class _Bundles:
-    """The bundle counters of one group's companies for the periods its events touch,
-    locked (after the company rows: the lock order)."""
+    """The bundle counters of one group's companies for the periods its events touch, read
+    under the company row locks."""
 
     def __init__(self, plans: _Plans, company_ids, instants: list[datetime]):
         self.plans = plans
@@ -566,7 +567,7 @@ class _Bundles:
         ]
         self.counters: dict[tuple[int, int, datetime], _Counter] = {}
         if self.subscriptions and instants:
-            self._lock_counters(
+            self._read_counters(
                 BundleCounter.objects.filter(
                     subscription__in=self.subscriptions, period_end__gt=min(instants)
                 )
@@ -574,7 +575,7 @@ class _Bundles:
 
     def prepare(self, plans: list[_Planned]) -> None:
         """Find the counters each event draws from; start the missing ones (a new period)
-        in one insert, and lock them in one query."""
+        in one insert, and read them in one query."""
         starts: dict[tuple[int, int, datetime], tuple[Subscription, Bundle, datetime]] = {}
         for planned in plans:
             keys = planned.counter_keys = []
@@ -603,9 +604,9 @@ class _Bundles:
                 )
                 for key, (subscription, bundle, end) in starts.items()
             ],
-            ignore_conflicts=True,  # a concurrent call for the same company started it first
+            ignore_conflicts=True,  # as a guard: the company lock keeps out other calls
         )
-        self._lock_counters(
+        self._read_counters(
             BundleCounter.objects.filter(
                 subscription__in={subscription for subscription, _, _ in starts.values()},
                 period_start__in={key[2] for key in starts},
@@ -613,15 +614,16 @@ class _Bundles:
             only=starts,
         )
 
-    def _lock_counters(self, counters, only=None) -> None:
-        # Lock only the counters (of=self): the joined Bundle rows are shared by every
-        # company on the plan, and locking them too deadlocks concurrent batches.
-        for pk, subscription_id, bundle_id, start, used, included in (
-            counters.select_for_update(of=("self",)).order_by("pk").values_list(*COUNTER_COLUMNS)
+    def _read_counters(self, counters, only=None) -> None:
+        # Without row locks of their own: only the usage service writes counters, under the
+        # lock of their company's row, which this transaction holds; read after taking it,
+        # they are the latest.
+        for pk, subscription_id, bundle_id, start, used in counters.order_by().values_list(
+            *COUNTER_COLUMNS
         ):
             key = (subscription_id, bundle_id, start)
             if only is None or key in only:
-                self.counters[key] = _Counter(pk, used, included)
+                self.counters[key] = _Counter(pk, used, self.plans.included[bundle_id])
 
     def covering(self, planned: _Planned) -> list[_Counter]:
         return [self.counters[key] for key in planned.counter_keys]
