@@ -112,6 +112,47 @@ def test_transactions_the_ledger_service_writes_pass_the_database_rules(company)
     assert LedgerTransaction.objects.filter(company=company).count() == 3
 
 
+@postgres_only
+@pytest.mark.django_db
+def test_a_posting_added_after_its_transaction_was_checked_is_checked_again(company, accounts):
+    """A transaction is checked once for all its postings (migration 0008), not once per
+    posting; a posting written after that check, in the same database transaction, makes
+    it checked again."""
+    customer, promotional = accounts
+    written = write_transaction(company, [(customer, jpy(-40)), (promotional, jpy(40))])
+    check_deferred_rules_now()  # balanced: passes, and the transaction is noted as checked
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")  # back to checking at commit
+    LedgerPosting.objects.create(transaction=written, account=customer, amount=jpy(5))
+    with pytest.raises(IntegrityError, match="does not balance: its postings sum to 5"):
+        check_deferred_rules_now()
+
+
+@postgres_only
+@pytest.mark.django_db
+def test_with_immediate_checks_a_posting_added_by_a_later_statement_is_checked(company, accounts):
+    """Checked as each statement ends: the note of a checked transaction must not outlive
+    the statement that wrote its postings."""
+    customer, promotional = accounts
+    check_deferred_rules_now()  # from here on every check runs as its statement ends
+    with connection.cursor() as cursor:
+        # A transaction and its balanced pair in one statement (a lone transaction row
+        # would fail its own check at once).
+        cursor.execute(
+            "WITH tx AS (INSERT INTO billing_ledgertransaction (idempotency_key, fingerprint,"
+            " kind, company_id, description, posted_at, effective_at, metadata)"
+            " VALUES (%s, '-', 'adjustment', %s, 'raw', %s, %s, '{}') RETURNING id)"
+            " INSERT INTO billing_ledgerposting (transaction_id, account_id, amount_currency,"
+            " amount) SELECT tx.id, p.account, 'JPY', p.amount FROM tx,"
+            " (VALUES (%s::bigint, -40), (%s::bigint, 40)) AS p(account, amount)"
+            " RETURNING transaction_id",
+            [next_key("raw"), company.pk, NOW, NOW, customer.pk, promotional.pk],
+        )
+        (transaction_id,) = cursor.fetchone()
+    with pytest.raises(IntegrityError, match="does not balance: its postings sum to 5"):
+        LedgerPosting.objects.create(transaction_id=transaction_id, account=customer, amount=jpy(5))
+
+
 def delete_transaction_row(transaction_: LedgerTransaction) -> None:
     # The ORM would refuse first (postings and lot PROTECT it); the database must as well.
     with connection.cursor() as cursor:
