@@ -181,6 +181,7 @@ def statements_issue(
         return BatchResult([], already, not_due)
 
     content.read_ledger(drafts)
+    content.describe_base_fees(drafts)
     content.read_usage_quantities(drafts)
     _apply_invoice_credits(drafts)
     for draft in drafts:

@@ -13,11 +13,20 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import BigIntegerField, Case, Count, F, Max, Min, Q, Sum, When
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
 from accounts.models import Company
-from billing.models import LedgerAccount, LedgerPosting, LedgerTransaction, UsageRecord
+from billing.models import (
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    RecurringCharge,
+    UsageRecord,
+)
 from billing.services import ledger
+from billing.services.recurring import period_label
 from vouchers.models import InvoiceCredit
 
 from .exceptions import InvoicingError
@@ -295,6 +304,52 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
         )
         for draft in first:
             draft.balance_forward = -(forward.get(draft.company.pk) or ZERO)
+
+
+def describe_base_fees(drafts: list[StatementDraft]) -> None:
+    """Base-fee lines in the statement's language (one query). The ledger keeps each
+    recurring charge's description in English ("Plan Business, 2026-11-01 – 2026-11-30");
+    the line is written again from the charge itself. The English wording is the ledger's
+    (``billing.services.recurring``), so English statements read as before."""
+    lines = {
+        line.transaction_id: (draft, line)
+        for draft in drafts
+        for line in draft.lines
+        if line.group == Group.BASE_FEE and line.transaction_id is not None
+    }
+    if not lines:
+        return
+    charges = RecurringCharge.objects.filter(transaction_id__in=list(lines)).values_list(
+        "transaction_id",
+        "item",
+        "period_start",
+        "period_end",
+        "quantity",
+        "subscription__plan__name",
+        "phone_number__number",
+        "seat_fee__price_per_seat",
+        "seat_fee__price_per_seat_currency",
+        "service_fee__name",
+    )
+    for transaction_id, item, start, end, seats, plan, number, price, currency, fee in charges:
+        draft, line = lines[transaction_id]
+        period = period_label(start, end, draft.company)
+        values = {"plan": plan, "number": number, "name": fee, "period": period}
+        if item == RecurringCharge.Item.SEATS:
+            values.update(count=int(seats), price=Money(price, currency))
+        with translation.override(draft.company.language or "en"):
+            line.description = (BASE_FEE_DESCRIPTIONS[item] % values)[:500]
+
+
+# One per kind of recurring charge, with the ledger's English wording (``billing.services.
+# recurring``); a plan, number or fee name is staff's and stays as written.
+BASE_FEE_DESCRIPTIONS = {
+    RecurringCharge.Item.PLAN_FEE: _("Plan %(plan)s, %(period)s"),
+    RecurringCharge.Item.ACTIVATION: _("Activation fee, plan %(plan)s"),
+    RecurringCharge.Item.DID: _("DID %(number)s, %(period)s"),
+    RecurringCharge.Item.SEATS: _("Seats: %(count)s × %(price)s, %(period)s"),
+    RecurringCharge.Item.SERVICE_FEE: "%(name)s, %(period)s",
+}
 
 
 def read_usage_quantities(drafts: list[StatementDraft]) -> None:

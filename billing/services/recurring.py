@@ -57,7 +57,7 @@ class DueCharge:
     source: object  # the subscription, phone number, seat fee or service fee
 
 
-def _period_label(start: datetime, end: datetime, company: Company) -> str:
+def period_label(start: datetime, end: datetime, company: Company) -> str:
     """Dates in the billing time zone, the last one the day before the next period starts:
     "2026-11-01 – 2026-11-30" (periods run from the day of the month the item started)."""
     tz = company.tzinfo
@@ -157,7 +157,7 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     plan.monthly_fee,
-                    f"Plan {plan.name}, {_period_label(start, end, company)}",
+                    f"Plan {plan.name}, {period_label(start, end, company)}",
                     subscription,
                 )
             )
@@ -179,7 +179,7 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     number.monthly_price,
-                    f"DID {number.number}, {_period_label(start, end, company)}",
+                    f"DID {number.number}, {period_label(start, end, company)}",
                     number,
                 )
             )
@@ -202,7 +202,7 @@ def _due_by_company(
                     end,
                     Decimal(seats),
                     Money(fee.price_per_seat.amount * seats, company.currency),
-                    f"Seats: {seats} × {fee.price_per_seat}, {_period_label(start, end, company)}",
+                    f"Seats: {seats} × {fee.price_per_seat}, {period_label(start, end, company)}",
                     fee,
                 )
             )
@@ -226,7 +226,7 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     fee.amount,
-                    f"{fee.name}, {_period_label(start, end, company)}",
+                    f"{fee.name}, {period_label(start, end, company)}",
                     fee,
                 )
             )

@@ -31,6 +31,10 @@ def tokyo(year, month, day, hour=12):
     return datetime(year, month, day, hour, tzinfo=TOKYO)
 
 
+def jpy(value) -> Money:
+    return Money(Decimal(value), "JPY")
+
+
 def postpaid(**fields):
     return CompanyFactory(
         mode=Company.Mode.POSTPAID, created_at=datetime(2025, 1, 1, tzinfo=UTC), **fields
@@ -287,3 +291,52 @@ def test_reconcile_names_a_statement_whose_closing_balance_differs_from_the_ledg
     assert any(
         statement.number in problem and "ledger says 1100" in problem for problem in problems
     )
+
+
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_base_fee_lines_are_in_the_statements_language(language):
+    """The ledger keeps each recurring charge's description in English; a statement says it
+    in the company's language, and in English exactly as the ledger does."""
+    from billing.models import RecurringCharge, SeatFee, ServiceFee
+    from billing.services import recurring
+    from tests.factories import SubaccountFactory
+    from tests.factories.rating import PlanFactory
+
+    company = postpaid(language=language, billing_timezone="Asia/Tokyo")
+    at = tokyo(2026, 4, 1, 0)
+    plan = PlanFactory(name="Business", monthly_fee=jpy(1000), activation_fee=jpy(3000))
+    recurring.subscription_order(company=company, plan=plan, at=at)
+    recurring.phone_number_assign(
+        company=company, number="+81312345678", monthly_price=jpy(300), at=at
+    )
+    SubaccountFactory.create_batch(2, company=company, created_at=tokyo(2026, 3, 1))
+    SeatFee.objects.create(
+        company=company, price_per_seat=jpy(500), started_at=at, next_charge_at=at
+    )
+    ServiceFee.objects.create(
+        company=company, name="Support", amount=jpy(200), started_at=at, next_charge_at=at
+    )
+    recurring.recurring_charge_company(company=company, as_of=at, now=at)
+
+    statement = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    lines = {
+        line.transaction_id: line.description
+        for line in statement.lines.filter(group=StatementLine.Group.BASE_FEE)
+    }
+    ledger = dict(
+        RecurringCharge.objects.filter(company=company).values_list("transaction_id", "description")
+    )
+    assert lines.keys() == ledger.keys() and len(lines) == 5
+    period = "2026-04-01 – 2026-04-30"
+    if language == "en":
+        assert lines == ledger
+    else:
+        assert sorted(lines.values()) == sorted(
+            [
+                f"プラン Business（{period}）",
+                "初期費用（プラン Business）",
+                f"電話番号 +81312345678（{period}）",
+                f"シート 2 × ￥500（{period}）",  # the yen sign as Japanese money is written
+                f"Support, {period}",
+            ]
+        )
