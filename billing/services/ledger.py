@@ -453,8 +453,9 @@ def company_mode_switch(
 
     Rules: prepaid → postpaid is always allowed (lots stay and are spent first; a
     prepaid-depleted block is lifted). Postpaid → prepaid is allowed only when nothing is
-    owed and no money sits outside credit lots, because a prepaid balance lives in lots
-    only; a credit-limit block is lifted. Raises ``ModeSwitchRefused`` with the reason.
+    owed, no money sits outside credit lots (a prepaid balance lives in lots only) and no
+    credit code waits for the next invoice; a credit-limit block is lifted. Raises
+    ``ModeSwitchRefused`` with the reason.
     """
     now = now or timezone.now()
     if mode not in Company.Mode.values:
@@ -483,6 +484,19 @@ def company_mode_switch(
             raise ModeSwitchRefused(
                 f"{book.money(outside_lots)} of the balance is not in credit lots; debit it "
                 "and grant it as credits (with an expiry) before switching to prepaid."
+            )
+        # Credit codes registered while postpaid wait for the next invoice, which a prepaid
+        # company never gets: switching now would leave them unused. Under the company
+        # lock, which registering a code takes too, none can appear meanwhile.
+        from vouchers.models import InvoiceCredit  # vouchers builds on billing
+
+        waiting = InvoiceCredit.objects.filter(company=book.company, applied_at=None).aggregate(
+            total=Sum("amount")
+        )["total"]
+        if waiting:
+            raise ModeSwitchRefused(
+                f"{book.company.name} has {book.money(waiting)} of credit codes waiting for "
+                "its next invoice; switch it to prepaid once that invoice has applied them."
             )
     Company.objects.filter(pk=book.company.pk).update(mode=mode)
     book.company.mode = company.mode = mode

@@ -458,6 +458,27 @@ def test_switch_postpaid_to_prepaid_refused_with_money_outside_lots(postpaid):
         )
 
 
+def test_switch_postpaid_to_prepaid_refused_while_a_credit_code_waits_for_the_invoice(
+    postpaid,
+):
+    from vouchers.models import InvoiceCredit
+
+    credit = InvoiceCredit.objects.create(
+        company=postpaid, amount=jpy(5000), description="Credit code", created_at=NOW
+    )
+    with pytest.raises(ModeSwitchRefused, match="¥5,000 of credit codes waiting"):
+        ledger.company_mode_switch(
+            company=postpaid, mode="prepaid", actor=None, reason="x", now=NOW
+        )
+    postpaid.refresh_from_db()
+    assert postpaid.mode == "postpaid"
+    # Once an invoice has applied it, the switch goes through.
+    InvoiceCredit.objects.filter(pk=credit.pk).update(applied_at=NOW)
+    ledger.company_mode_switch(company=postpaid, mode="prepaid", actor=None, reason="x", now=NOW)
+    postpaid.refresh_from_db()
+    assert postpaid.mode == "prepaid"
+
+
 def test_switch_postpaid_to_prepaid_with_only_lots_is_allowed(postpaid):
     grant(postpaid, 50, now=NOW)
     ledger.company_mode_switch(company=postpaid, mode="prepaid", actor=None, reason="x", now=NOW)
