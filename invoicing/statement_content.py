@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from django.db.models import BigIntegerField, Case, Count, F, Max, Min, Q, Sum, When
 from django.utils import translation
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext
 from djmoney.money import Money
 
 from accounts.models import Company
@@ -26,7 +26,7 @@ from billing.models import (
     UsageRecord,
 )
 from billing.services import ledger
-from billing.services.recurring import period_label
+from billing.services.recurring import DESCRIPTIONS, period_label
 from vouchers.models import InvoiceCredit
 
 from .exceptions import InvoicingError
@@ -309,8 +309,8 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
 def describe_base_fees(drafts: list[StatementDraft]) -> None:
     """Base-fee lines in the statement's language (one query). The ledger keeps each
     recurring charge's description in English ("Plan Business, 2026-11-01 – 2026-11-30");
-    the line is written again from the charge itself. The English wording is the ledger's
-    (``billing.services.recurring``), so English statements read as before."""
+    the line is written again from the charge itself, with the ledger's wording
+    (``billing.services.recurring.DESCRIPTIONS``) translated."""
     lines = {
         line.transaction_id: (draft, line)
         for draft in drafts
@@ -338,18 +338,7 @@ def describe_base_fees(drafts: list[StatementDraft]) -> None:
         if item == RecurringCharge.Item.SEATS:
             values.update(count=int(seats), price=Money(price, currency))
         with translation.override(draft.company.language or "en"):
-            line.description = (BASE_FEE_DESCRIPTIONS[item] % values)[:500]
-
-
-# One per kind of recurring charge, with the ledger's English wording (``billing.services.
-# recurring``); a plan, number or fee name is staff's and stays as written.
-BASE_FEE_DESCRIPTIONS = {
-    RecurringCharge.Item.PLAN_FEE: _("Plan %(plan)s, %(period)s"),
-    RecurringCharge.Item.ACTIVATION: _("Activation fee, plan %(plan)s"),
-    RecurringCharge.Item.DID: _("DID %(number)s, %(period)s"),
-    RecurringCharge.Item.SEATS: _("Seats: %(count)s × %(price)s, %(period)s"),
-    RecurringCharge.Item.SERVICE_FEE: "%(name)s, %(period)s",
-}
+            line.description = (gettext(DESCRIPTIONS[item]) % values)[:500]
 
 
 def read_usage_quantities(drafts: list[StatementDraft]) -> None:

@@ -1207,7 +1207,6 @@ class UsageBatch:
         self._lots: dict[int | None, CreditLot | None] = {None: None}
         self._revenue: dict[str, Decimal] = {}
         self._shortfall = ZERO
-        self._events = 0
 
     @property
     def company(self) -> Company:
@@ -1217,14 +1216,10 @@ class UsageBatch:
     def is_blocked(self) -> bool:
         return self._book.is_blocked
 
-    def money(self, value: Decimal) -> Money:
-        return self._book.money(value)
-
     def charge(self, amount: Decimal, revenue: str) -> tuple[Decimal, Decimal, Decimal]:
         """Charge one event's ``amount`` (already rounded); returns (taken, shortfall,
         balance after)."""
         book = self._book
-        self._events += 1
         if amount > 0:
             postings, shortfall = book.debit(amount)
             for _account, value, lot in postings:

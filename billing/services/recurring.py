@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
@@ -55,6 +56,18 @@ class DueCharge:
     amount: Money
     description: str
     source: object  # the subscription, phone number, seat fee or service fee
+
+
+# Each kind's description, in English in the ledger; a statement says it in the company's
+# language (``invoicing.statement_content.describe_base_fees``). A plan, number or fee name
+# is staff's and stays as written.
+DESCRIPTIONS = {
+    Item.PLAN_FEE: gettext_noop("Plan %(plan)s, %(period)s"),
+    Item.ACTIVATION: gettext_noop("Activation fee, plan %(plan)s"),
+    Item.DID: gettext_noop("DID %(number)s, %(period)s"),
+    Item.SEATS: gettext_noop("Seats: %(count)s × %(price)s, %(period)s"),
+    Item.SERVICE_FEE: "%(name)s, %(period)s",
+}
 
 
 def period_label(start: datetime, end: datetime, company: Company) -> str:
@@ -144,7 +157,7 @@ def _due_by_company(
                         end,
                         Decimal(1),
                         plan.activation_fee,
-                        f"Activation fee, plan {plan.name}",
+                        DESCRIPTIONS[Item.ACTIVATION] % {"plan": plan.name},
                         subscription,
                     )
                 )
@@ -157,7 +170,8 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     plan.monthly_fee,
-                    f"Plan {plan.name}, {period_label(start, end, company)}",
+                    DESCRIPTIONS[Item.PLAN_FEE]
+                    % {"plan": plan.name, "period": period_label(start, end, company)},
                     subscription,
                 )
             )
@@ -179,7 +193,8 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     number.monthly_price,
-                    f"DID {number.number}, {period_label(start, end, company)}",
+                    DESCRIPTIONS[Item.DID]
+                    % {"number": number.number, "period": period_label(start, end, company)},
                     number,
                 )
             )
@@ -202,7 +217,12 @@ def _due_by_company(
                     end,
                     Decimal(seats),
                     Money(fee.price_per_seat.amount * seats, company.currency),
-                    f"Seats: {seats} × {fee.price_per_seat}, {period_label(start, end, company)}",
+                    DESCRIPTIONS[Item.SEATS]
+                    % {
+                        "count": seats,
+                        "price": fee.price_per_seat,
+                        "period": period_label(start, end, company),
+                    },
                     fee,
                 )
             )
@@ -226,7 +246,8 @@ def _due_by_company(
                     end,
                     Decimal(1),
                     fee.amount,
-                    f"{fee.name}, {period_label(start, end, company)}",
+                    DESCRIPTIONS[Item.SERVICE_FEE]
+                    % {"name": fee.name, "period": period_label(start, end, company)},
                     fee,
                 )
             )

@@ -508,7 +508,7 @@ class _Plans:
     def __init__(self, plans: list[_Planned]):
         self.subscriptions: dict[int, list[Subscription]] = defaultdict(list)
         self._bundles_by_plan: dict[int, list[tuple[Bundle, tuple]]] = defaultdict(list)
-        self.included: dict[int, Decimal] = {}  # each bundle's quantity per period, by id
+        self.bundles: dict[int, Bundle] = {}  # by id
         self._by_company: dict[int, list] = {}
         self._periods: dict[int, list[tuple[datetime, datetime]]] = {}
         chargeable = [planned for planned in plans if planned.error is None]
@@ -530,7 +530,7 @@ class _Plans:
         # destination prefixes parsed once; in the plan's order (Bundle.Meta.ordering).
         for bundle in Bundle.objects.filter(plan_id__in=plan_ids) if plan_ids else ():
             self._bundles_by_plan[bundle.plan_id].append((bundle, tuple(bundle.destination_list)))
-            self.included[bundle.pk] = bundle.included_quantity
+            self.bundles[bundle.pk] = bundle
 
     def of(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
         """The company's subscriptions with their bundles and destination prefixes."""
@@ -623,7 +623,8 @@ class _Bundles:
         ):
             key = (subscription_id, bundle_id, start)
             if only is None or key in only:
-                self.counters[key] = _Counter(pk, used, self.plans.included[bundle_id])
+                included = self.plans.bundles[bundle_id].included_quantity
+                self.counters[key] = _Counter(pk, used, included)
 
     def covering(self, planned: _Planned) -> list[_Counter]:
         return [self.counters[key] for key in planned.counter_keys]

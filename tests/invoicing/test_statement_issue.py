@@ -10,13 +10,15 @@ from django.db import connection
 from djmoney.money import Money
 
 from accounts.models import Company
-from billing.models import LedgerPosting
+from billing.models import LedgerPosting, RecurringCharge, SeatFee, ServiceFee
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
+from billing.services import recurring
 from invoicing.exceptions import PeriodNotClosed
 from invoicing.models import ImmutableError, Statement, StatementLine
 from invoicing.services import statement_issue, statement_period, tax_amount
-from tests.factories import CompanyFactory
+from tests.factories import CompanyFactory, SubaccountFactory
+from tests.factories.rating import PlanFactory
 from vouchers.models import InvoiceCredit
 
 from .helpers import fee, grant, usage
@@ -297,11 +299,6 @@ def test_reconcile_names_a_statement_whose_closing_balance_differs_from_the_ledg
 def test_base_fee_lines_are_in_the_statements_language(language):
     """The ledger keeps each recurring charge's description in English; a statement says it
     in the company's language, and in English exactly as the ledger does."""
-    from billing.models import RecurringCharge, SeatFee, ServiceFee
-    from billing.services import recurring
-    from tests.factories import SubaccountFactory
-    from tests.factories.rating import PlanFactory
-
     company = postpaid(language=language, billing_timezone="Asia/Tokyo")
     at = tokyo(2026, 4, 1, 0)
     plan = PlanFactory(name="Business", monthly_fee=jpy(1000), activation_fee=jpy(3000))
