@@ -83,16 +83,47 @@ def update_column(model, column: str, values: dict, sql_type: str = "numeric") -
         cursor.execute(sql, params)
 
 
-def where_in(column: str, values, sql_type: str) -> tuple[str, list]:
-    """``column IN (values)`` as a WHERE fragment with ONE parameter, for ``QuerySet.extra``.
+def rows_by_key(model, columns: Sequence[str], key: str, values, sql_type: str, **equal) -> list:
+    """The ``columns`` (attribute names) of the rows of ``model`` whose ``key`` is one of
+    ``values`` and whose other columns equal ``equal``, as tuples. For a UNIQUE index on
+    (``equal``'s columns, ``key``): each value names at most one row.
 
-    Django prepares each value of an ``__in`` lookup on its own: for the thousand event ids
-    of a usage batch that costs more than the query. ``sql_type`` is the column's
-    PostgreSQL type (``bigint``, ``varchar``); ``column`` comes from code, never input.
+    The values go as ONE parameter: Django prepares each value of an ``__in`` lookup on its
+    own, which for the thousand event ids of a usage batch costs more than the query.
+    On PostgreSQL each value is one probe of that index (a lateral join with ``LIMIT 1``):
+    given them as an array in one ``= ANY`` condition, the planner prefers reading every row
+    of ``equal`` as the table grows (a thousand ids against 80,000 usage records of one key:
+    a 35 ms sequential scan against 5 ms of probes). ``sql_type`` is ``key``'s PostgreSQL
+    type (``bigint``, ``varchar``); ``key``, ``columns`` and ``equal``'s names come from
+    code, never input.
     """
-    name = connection.ops.quote_name(column)
-    values = list(values)
-    if connection.vendor == "postgresql":
-        return f"{name} = ANY(%s::{sql_type}[])", [values]
-    # SQLite (the embedded default): the list as one JSON array.
-    return f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(values)]  # noqa: S608
+    values = sorted(set(values))  # probes in index order
+    if not values:
+        return []
+    if connection.vendor != "postgresql":
+        # SQLite (the embedded default): the list as one JSON array.
+        name = connection.ops.quote_name(model._meta.get_field(key).column)
+        return list(
+            model.objects.filter(**equal)
+            .extra(  # noqa: S610 (no input in the SQL text)
+                where=[f"{name} IN (SELECT value FROM json_each(%s))"],  # noqa: S608
+                params=[json.dumps(values)],
+            )
+            .order_by()
+            .values_list(*columns)
+        )
+    quote, field = connection.ops.quote_name, model._meta.get_field
+    selected = ", ".join(f"found.{quote(field(column).column)}" for column in columns)
+    conditions = [f"found.{quote(field(key).column)} = wanted.value"]
+    params: list = [values]
+    for column, value in equal.items():
+        conditions.append(f"found.{quote(field(column).column)} = %s")
+        params.append(value.pk if hasattr(value, "pk") else value)
+    sql = (
+        f"SELECT {selected} FROM unnest(%s::{sql_type}[]) AS wanted(value) "  # noqa: S608
+        f"CROSS JOIN LATERAL (SELECT * FROM {quote(model._meta.db_table)} AS found "
+        f"WHERE {' AND '.join(conditions)} LIMIT 1) AS found"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()

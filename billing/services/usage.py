@@ -31,7 +31,7 @@ from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
 
-from ..bulk import insert_rows, update_column, where_in
+from ..bulk import insert_rows, rows_by_key, update_column
 from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
 from ..rating import price_event
@@ -341,13 +341,12 @@ FIRST_RESULT_COLUMNS = (
 
 def _records_by_event_id(api_key: ApiKey, event_ids) -> dict[str, tuple]:
     """The first results of the ids already recorded with ``api_key``, by id (one query,
-    the id list as one parameter)."""
-    where, params = where_in("event_id", event_ids, "varchar")
+    one index probe per id)."""
     return {
         row[0]: row
-        for row in UsageRecord.objects.filter(api_key=api_key)
-        .extra(where=[where], params=params)  # noqa: S610 (no input in the SQL text)
-        .values_list(*FIRST_RESULT_COLUMNS)
+        for row in rows_by_key(
+            UsageRecord, FIRST_RESULT_COLUMNS, "event_id", event_ids, "varchar", api_key=api_key
+        )
     }
 
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import Company
 from accounts.services import company_block, company_unblock
@@ -136,3 +137,45 @@ def test_a_batch_costs_the_same_queries_for_ten_companies_as_for_forty():
         assert {outcome.status for outcome in outcomes} == {"charged"}
         counts.append(len(queries))
     assert counts[0] == counts[1] <= 25
+
+
+@pytest.mark.postgres
+@time_machine.travel(NOW, tick=False)
+def test_replays_are_found_by_one_index_probe_per_id_however_many_records_the_key_has(client):
+    """A key's history grows without end. Given a thousand ids as one array, PostgreSQL
+    would rather read all of the key's records (a sequential or bitmap scan: 35 ms a batch
+    at 80,000 records, and growing); the lookup probes the unique index once per id."""
+    from django.db import connection
+
+    from billing.services.usage import _records_by_event_id
+
+    tariff = TariffFactory()
+    RateFactory(tariff=tariff, service="sms", price=10)
+    company = CompanyFactory(account_code="acme", tariff=tariff, mode=Company.Mode.PREPAID)
+    grant(company, 1000, now=NOW)
+    key, raw = api_key()
+    _post(client, raw, [_sms("e1")])
+    # 20,000 more records of the key, copied from the first, then fresh statistics.
+    columns = [
+        field.column
+        for field in UsageRecord._meta.concrete_fields
+        if field.column not in ("id", "event_id")
+    ]
+    names = ", ".join(columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO billing_usagerecord (event_id, {names}) "  # noqa: S608
+            f"SELECT 'old-' || n, {names} FROM billing_usagerecord, generate_series(1, 20000) n"
+        )
+        cursor.execute("ANALYZE billing_usagerecord")
+    wanted = [f"new-{n}" for n in range(999)] + ["e1"]
+
+    with CaptureQueriesContext(connection) as captured:
+        found = _records_by_event_id(key, wanted)
+    assert list(found) == ["e1"]
+    (query,) = captured.captured_queries
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {query['sql']}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Scan using usage_event_once_per_key" in plan, plan
+    assert "Seq Scan on billing_usagerecord" not in plan and "Bitmap" not in plan, plan
