@@ -116,6 +116,8 @@ class LedgerTransaction(models.Model):
     # A hash of what was asked for, so a reused key with a different request is an error.
     fingerprint = models.CharField(_("request fingerprint"), max_length=64)
     kind = models.CharField(_("kind"), max_length=20, choices=Kind)
+    # Both foreign keys are served by the composite indexes of Meta (each leads with it);
+    # an index of their own would only cost every posting one more index entry.
     company = models.ForeignKey(
         Company,
         on_delete=models.PROTECT,
@@ -123,6 +125,7 @@ class LedgerTransaction(models.Model):
         blank=True,
         related_name="ledger_transactions",
         verbose_name=_("company"),
+        db_index=False,
     )
     description = models.CharField(_("description"), max_length=500)
     posted_at = models.DateTimeField(_("posted at"))
@@ -138,7 +141,12 @@ class LedgerTransaction(models.Model):
         verbose_name=_("staff user"),
     )
     cause_type = models.ForeignKey(
-        ContentType, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        ContentType,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     cause_id = models.PositiveBigIntegerField(null=True, blank=True)
     cause = GenericForeignKey("cause_type", "cause_id")

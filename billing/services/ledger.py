@@ -6,7 +6,8 @@ Guarantees of every public function here:
 - Atomic and keyword-only; the clock is the ``now`` argument (default: the current time).
 - Lock order: the company row (``accounts.services.lock_company``), then its credit lots.
   A transaction over many companies (a usage batch, a recurring run) locks all their rows
-  first, in id order (``lock_companies``), then their lots. Nothing here calls the
+  first, in id order (``lock_companies``), then reads their lots without locks of their
+  own: lots are written only here, under their company's lock. Nothing here calls the
   network, so no lock is held across one.
 - Idempotent: every transaction has a unique idempotency key. The same key with the same
   request returns the first result (``duplicate=True``); with a different request it raises
@@ -1070,7 +1071,7 @@ def _post_charges(
 def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBook]:
     """One book per company, in the order given, with one query per table for all of them:
     the company rows locked in id order, their customer accounts (those missing created,
-    as ``_CompanyBook`` would), then their spendable lots locked (the ledger's lock order)."""
+    as ``_CompanyBook`` would), then their spendable lots."""
     locked = {company.pk: company for company in lock_companies([c.pk for c in companies])}
     missing = [company.pk for company in companies if company.pk not in locked]
     if missing:
@@ -1097,11 +1098,12 @@ def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBoo
     for account in LedgerAccount.objects.bulk_create(new_accounts):
         accounts[account.company_id] = account
     lots: dict[int, list[CreditLot]] = {pk: [] for pk in locked}
-    for lot in (
-        CreditLot.objects.select_for_update()
-        .filter(company_id__in=list(locked), remaining__gt=0, expires_at__gt=now)
-        .order_by("company_id", "expires_at", "id")
-    ):
+    # Without row locks of their own: lots are written only here, under their company's row
+    # lock, which this transaction now holds, so what it reads is the latest and stays so.
+    # (A lock per lot would write each lot's row for nothing: one more WAL record a lot.)
+    for lot in CreditLot.objects.filter(
+        company_id__in=list(locked), remaining__gt=0, expires_at__gt=now
+    ).order_by("company_id", "expires_at", "id"):
         lots[lot.company_id].append(lot)
     # Only postpaid companies with a limit need the credit that expired unposted.
     limited = [
@@ -1145,8 +1147,8 @@ class UsageBooks:
     per company, all written by ``post`` in one set of statements.
 
     Opening locks the company rows in id order (so two calls never wait on each other in
-    a cycle), then reads their customer accounts and locks their spendable lots, one query
-    each for all the companies (``_open_books``): company rows before lots.
+    a cycle), then reads their customer accounts and their spendable lots, one query each
+    for all the companies (``_open_books``).
     """
 
     def __init__(self, companies: Sequence[Company], now: datetime):
