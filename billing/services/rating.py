@@ -136,10 +136,10 @@ def tariff_index(tariff: Tariff) -> TariffIndex:
     a new one, which starts at version 1 again.
     """
     identity = (tariff.version, tariff.created_at)
-    cached = _cache.get(tariff.pk)
+    cached = _cache.get(tariff.id)  # .id: .pk is a property, and this runs per event
     if cached and cached[0] == identity:
         return cached[1]
     index = TariffIndex(Rate.objects.filter(tariff=tariff).iterator(chunk_size=5000))
     with _cache_lock:
-        _cache[tariff.pk] = (identity, index)
+        _cache[tariff.id] = (identity, index)
     return index

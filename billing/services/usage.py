@@ -116,7 +116,7 @@ def usage_ingest(
     subaccounts = {
         (sub.company_id, sub.code): sub
         for sub in Subaccount.objects.filter(
-            company__in=companies.values(),
+            company_id__in=[company.id for company in companies.values()],
             code__in={event.subaccount for event in events if event.subaccount},
         )
     }
@@ -163,7 +163,7 @@ class _Planned:
 
 
 def _plan(index, event, company, subaccounts, tariffs, now) -> _Planned:
-    subaccount = subaccounts.get((company.pk, event.subaccount)) if company else None
+    subaccount = subaccounts.get((company.id, event.subaccount)) if company else None
     planned = _Planned(index, event, company, subaccount)
     tariff = tariffs.get(company.tariff_id) if company else None
     planned.error = _precheck(event, company, subaccounts, tariff, now)
@@ -187,7 +187,7 @@ def _chunks(plans: list[_Planned]) -> list[list[_Planned]]:
     refused = []
     for planned in plans:
         if planned.error is None:
-            by_company[planned.company.pk].append(planned)
+            by_company[planned.company.id].append(planned)
         else:
             refused.append(planned)
     chunks: list[list[_Planned]] = [[]]
@@ -242,7 +242,7 @@ def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcom
 
 
 def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:
-    api_key, now, existing = call.api_key, call.now, call.existing
+    api_key_id, now, existing = call.api_key.id, call.now, call.existing
     chargeable = [planned for planned in plans if planned.error is None]
     books = UsageBooks([planned.company for planned in chargeable], now)
     bundles = _Bundles(
@@ -260,7 +260,7 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
             outcomes[planned.index] = _duplicate(event, first)
             continue
         error = planned.error
-        batch = books.batches[planned.company.pk] if error is None else None
+        batch = books.batches[planned.company.id] if error is None else None
         if batch is not None and batch.is_blocked:
             company = batch.company
             error = (
@@ -299,7 +299,7 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
         record.shortfall = shortfall or None
         record.balance_after = balance
         records.append(record)
-        records_by_company[planned.company.pk].append(record)
+        records_by_company[planned.company.id].append(record)
         outcomes[planned.index] = UsageOutcome(
             id=event.id,
             status="charged",
@@ -314,8 +314,8 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
         charged_ids = sorted(record.event_id for record in company_records)
         digest = hashlib.sha256("\n".join(charged_ids).encode()).hexdigest()[:32]
         posts[company_id] = {
-            "idempotency_key": f"usage:{api_key.pk}:{company_id}:{digest}",
-            "fingerprint_payload": {"key": api_key.pk, "company": company_id, "events": digest},
+            "idempotency_key": f"usage:{api_key_id}:{company_id}:{digest}",
+            "fingerprint_payload": {"key": api_key_id, "company": company_id, "events": digest},
             "description": _describe(company_records),
             "metadata": {"events": len(charged_ids)},
         }
@@ -323,12 +323,12 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
     for company_id, company_records in records_by_company.items():
         transaction_ = transactions[company_id]
         for record in company_records:
-            record.transaction_id = transaction_.pk if transaction_ else None
+            record.transaction_id = transaction_.id if transaction_ else None
     bundles.save()
     bundles.start_first_use_fees(records)
     # In event id order, so two batches inserting overlapping ids wait rather than deadlock.
     records.sort(key=lambda record: record.event_id)
-    insert_rows(UsageRecord, RECORD_COLUMNS, (record.values(api_key.pk, now) for record in records))
+    insert_rows(UsageRecord, RECORD_COLUMNS, (record.values(api_key_id, now) for record in records))
     return outcomes
 
 
@@ -374,7 +374,7 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
     if event.occurred_at > now + FUTURE_TOLERANCE:
         return "occurred_in_future", "occurred_at is in the future."
     if event.subaccount:
-        subaccount = subaccounts.get((company.pk, event.subaccount))
+        subaccount = subaccounts.get((company.id, event.subaccount))
         if subaccount is None:
             return "unknown_subaccount", f"No subaccount “{event.subaccount}” in {event.account}."
         if not subaccount.is_active:
@@ -457,8 +457,8 @@ class _Row:
             api_key_id,
             event.id,
             event.account[:64],
-            planned.company.pk if planned.company else None,
-            planned.subaccount.pk if planned.subaccount and event.subaccount else None,
+            planned.company.id if planned.company else None,
+            planned.subaccount.id if planned.subaccount and event.subaccount else None,
             event.service[:16],
             (event.destination or "")[:32],
             event.quantity,
@@ -516,7 +516,7 @@ class _Plans:
         instants = [planned.event.occurred_at for planned in chargeable]
         for subscription in (
             Subscription.objects.filter(
-                company_id__in={planned.company.pk for planned in chargeable}
+                company_id__in={planned.company.id for planned in chargeable}
             )
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
@@ -529,7 +529,7 @@ class _Plans:
         # destination prefixes parsed once; in the plan's order (Bundle.Meta.ordering).
         for bundle in Bundle.objects.filter(plan_id__in=plan_ids) if plan_ids else ():
             self._bundles_by_plan[bundle.plan_id].append((bundle, tuple(bundle.destination_list)))
-            self.bundles[bundle.pk] = bundle
+            self.bundles[bundle.id] = bundle
 
     def of(self, company_id: int) -> list[tuple[Subscription, list[tuple[Bundle, tuple]]]]:
         """The company's subscriptions with their bundles and destination prefixes."""
@@ -544,7 +544,7 @@ class _Plans:
     def period(self, subscription: Subscription, at: datetime, tz) -> tuple[datetime, datetime]:
         """The subscription's monthly period holding ``at``; a call's events mostly fall in
         one or two periods, so those found are kept."""
-        known = self._periods.setdefault(subscription.pk, [])
+        known = self._periods.setdefault(subscription.id, [])
         for start, end in known:
             if start <= at < end:
                 return start, end
@@ -568,7 +568,8 @@ class _Bundles:
         if self.subscriptions and instants:
             self._read_counters(
                 BundleCounter.objects.filter(
-                    subscription__in=self.subscriptions, period_end__gt=min(instants)
+                    subscription_id__in=[subscription.id for subscription in self.subscriptions],
+                    period_end__gt=min(instants),
                 )
             )
 
@@ -579,7 +580,7 @@ class _Bundles:
         for planned in plans:
             keys = planned.counter_keys = []
             at = planned.event.occurred_at
-            for subscription, bundles in self.plans.of(planned.company.pk):
+            for subscription, bundles in self.plans.of(planned.company.id):
                 if not subscription.is_live(at):
                     continue
                 period = None
@@ -590,7 +591,7 @@ class _Bundles:
                         continue
                     if period is None:
                         period = self.plans.period(subscription, at, planned.company.tzinfo)
-                    key = (subscription.pk, bundle.pk, period[0])
+                    key = (subscription.id, bundle.id, period[0])
                     keys.append(key)
                     if key not in self.counters:
                         starts[key] = (subscription, bundle, period[1])
@@ -607,7 +608,7 @@ class _Bundles:
         )
         self._read_counters(
             BundleCounter.objects.filter(
-                subscription__in={subscription for subscription, _, _ in starts.values()},
+                subscription_id__in={subscription.id for subscription, _, _ in starts.values()},
                 period_start__in={key[2] for key in starts},
             ),
             only=starts,
