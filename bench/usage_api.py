@@ -16,6 +16,9 @@ It measures:
 (1) end to end: gunicorn on a loopback port, batches of 1000 events posted by concurrent
     client processes over keep-alive connections; every result must be ``charged``;
 (2) the service: ``usage_ingest`` called directly, in 2 processes and in 1;
+(2r) the ceiling: the same kind of batches written with hand-written SQL (psycopg, no
+    Django, no rating) in 2 processes: the rows, locks and checks of (2), and the ratio of
+    (2) to it;
 (3) authorize: latency of sequential ``POST /api/v1/authorize`` calls, and of
     ``usage_authorize`` called directly.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import http.client
 import itertools
 import json
@@ -64,6 +68,7 @@ TARGET_AUTHORIZE_P99_MS = 10.0
 # Far more than any run can spend: no prepaid charge meets a shortfall, no company is
 # blocked (either would change the work measured and fail the "all charged" check).
 PREPAID_CREDIT = Decimal(10**12)
+ZERO, ONE = Decimal(0), Decimal(1)
 JST = timezone(timedelta(hours=9))
 SERVICE_MIX = (("voice", 60), ("sms", 25), ("data", 15))
 # Calling codes the tariff prices, Japan first. Each also gets sub-prefixes (area and
@@ -263,6 +268,15 @@ def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url
         figure = _service_phase(processes, sizes, world, db_conninfo, target, tally)
         figures.append(figure)
         _print_figure(figure)
+    raw = _raw_phase(sizes.workers, sizes, world, db_conninfo, tally)
+    figures.append(raw)
+    _print_figure(raw)
+    service = next(figure for figure in figures if figure.target == TARGET_SERVICE)
+    if raw.rate:
+        print(
+            f"service / raw SQL ({sizes.workers} processes): {service.rate / raw.rate:.2f} "
+            f"({service.rate:,.0f}/s against {raw.rate:,.0f}/s)"
+        )
 
     latencies.append(_authorize_direct(world, sizes))
     _print_latency(latencies[-1])
@@ -1178,6 +1192,261 @@ def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figur
     figure = _figure(
         f"(2) usage_ingest, {processes} process(es)", "service", stats, sample, cpu, target
     )
+    return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
+
+
+# --- (2r) The same rows with hand-written SQL: the ceiling -----------------------------------
+
+# Every event the raw writer charges costs this much (it does not rate: see _RawUsage).
+RAW_PRICE = Decimal(3)
+
+
+class _RawUsage:
+    """One psycopg connection that writes what ``usage_ingest`` writes for a batch, with no
+    Django and no rating: the ceiling this database and schema put on the service.
+
+    Per batch, as the service: the companies by account code and the ids already recorded
+    (one index probe per id), before any lock; then per group of companies (the service's
+    group limits), in one database transaction: the company rows locked in id order, their
+    customer accounts and spendable lots read, ids taken for one ledger transaction per
+    company, the transactions, postings (by lot, plain balance and service) and usage
+    records written with COPY, lots and balances updated, COMMIT, which runs the same
+    deferred balance trigger and foreign-key checks. Left out: rating (every event costs
+    ``RAW_PRICE``), bundle counters and subaccounts (their columns stay empty).
+    """
+
+    def __init__(self, db_conninfo: dict, api_key_id: int):
+        import psycopg
+
+        from billing.services.ledger import POSTING_COLUMNS, TRANSACTION_COLUMNS
+        from billing.services.usage import (
+            COMPANIES_PER_TRANSACTION,
+            EVENTS_PER_TRANSACTION,
+            RECORD_COLUMNS,
+        )
+
+        self.conn = psycopg.connect(**db_conninfo)
+        self.cur = self.conn.cursor()
+        self.api_key_id = api_key_id
+        self.group_companies, self.group_events = COMPANIES_PER_TRANSACTION, EVENTS_PER_TRANSACTION
+        self.copy_transactions = (
+            f"COPY billing_ledgertransaction ({', '.join(TRANSACTION_COLUMNS)}) FROM STDIN"
+        )
+        self.copy_postings = f"COPY billing_ledgerposting ({', '.join(POSTING_COLUMNS)}) FROM STDIN"
+        self.copy_records = f"COPY billing_usagerecord ({', '.join(RECORD_COLUMNS)}) FROM STDIN"
+        self.revenue = dict(
+            self.cur.execute(
+                "SELECT code, id FROM billing_ledgeraccount "
+                "WHERE company_id IS NULL AND kind = 'revenue' AND currency = %s",
+                (CURRENCY,),
+            ).fetchall()
+        )
+        # A customer account is opened by the company's first charge (the service does it
+        # under the company lock, once a company); here before the clock, for all at once.
+        self.cur.execute(
+            "INSERT INTO billing_ledgeraccount (kind, code, currency, balance_currency, "
+            "balance, company_id) SELECT 'customer', 'customer', currency, currency, 0, id "
+            "FROM accounts_company ON CONFLICT (company_id) WHERE kind = 'customer' DO NOTHING"
+        )
+        self.conn.commit()
+        self.commit_seconds = 0.0
+
+    def post(self, label: str, events: list[dict], now: datetime) -> None:
+        cur = self.cur
+        companies = dict(
+            cur.execute(
+                "SELECT account_code, id FROM accounts_company WHERE account_code = ANY(%s)",
+                (list({event["account"] for event in events}),),
+            ).fetchall()
+        )
+        recorded = cur.execute(
+            "SELECT found.event_id FROM unnest(%s::varchar[]) AS wanted(value) "
+            "CROSS JOIN LATERAL (SELECT event_id FROM billing_usagerecord AS found "
+            "WHERE found.event_id = wanted.value AND found.api_key_id = %s LIMIT 1) AS found",
+            (sorted(event["id"] for event in events), self.api_key_id),
+        ).fetchall()
+        if recorded:
+            raise RuntimeError(f"event ids already recorded: {recorded[:3]}")
+        by_company: dict[int, list[dict]] = {}
+        for event in events:
+            by_company.setdefault(companies[event["account"]], []).append(event)
+        group: list[int] = []
+        size = 0
+        for company_id in sorted(by_company):
+            count = len(by_company[company_id])
+            if group and (len(group) == self.group_companies or size + count > self.group_events):
+                self._group(label, group, by_company, now)
+                group, size = [], 0
+            group.append(company_id)
+            size += count
+        if group:
+            self._group(label, group, by_company, now)
+
+    def _group(self, label: str, company_ids: list[int], by_company: dict, now: datetime):
+        cur = self.cur
+        modes = dict(
+            cur.execute(
+                "SELECT id, mode FROM accounts_company WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                (company_ids,),
+            ).fetchall()
+        )
+        accounts = {
+            company_id: [account_id, balance]
+            for company_id, account_id, balance in cur.execute(
+                "SELECT company_id, id, balance FROM billing_ledgeraccount "
+                "WHERE kind = 'customer' AND company_id = ANY(%s)",
+                (company_ids,),
+            )
+        }
+        lots: dict[int, list[list]] = {}
+        for company_id, lot_id, remaining in cur.execute(
+            "SELECT company_id, id, remaining FROM billing_creditlot WHERE company_id = ANY(%s) "
+            "AND remaining > 0 AND expires_at > %s ORDER BY company_id, expires_at, id",
+            (company_ids, now),
+        ):
+            lots.setdefault(company_id, []).append([lot_id, remaining])
+        ids = [
+            row[0]
+            for row in cur.execute(
+                "SELECT nextval(pg_get_serial_sequence('billing_ledgertransaction', 'id')) "
+                "FROM generate_series(1, %s)",
+                (len(company_ids),),
+            )
+        ]
+        transactions, postings, records, dirty_lots, balances = [], [], [], {}, {}
+        for company_id, tx_id in zip(company_ids, ids, strict=True):
+            account_id, balance = accounts[company_id]
+            company_lots = lots.get(company_id, [])
+            taken: dict[int | None, Decimal] = {}
+            revenue: dict[str, Decimal] = {}
+            for event in by_company[company_id]:
+                left = RAW_PRICE
+                for lot in company_lots:
+                    take = min(lot[1], left)
+                    if take > 0:
+                        lot[1] -= take
+                        dirty_lots[lot[0]] = lot[1]
+                        taken[lot[0]] = taken.get(lot[0], ZERO) + take
+                        left -= take
+                    if left <= 0:
+                        break
+                if left > 0:
+                    if modes[company_id] == "prepaid":
+                        raise RuntimeError("the bench gives every company enough credit")
+                    taken[None] = taken.get(None, ZERO) + left
+                balance -= RAW_PRICE
+                service = event["service"]
+                revenue[service] = revenue.get(service, ZERO) + RAW_PRICE
+                records.append(
+                    (
+                        self.api_key_id, event["id"], event["account"], company_id, None,
+                        service, event["destination"] or "", event["quantity"],
+                        event["occurred_at"], now, "charged", "", "", "", None, RAW_PRICE,
+                        ZERO, "", ONE, ZERO, None, CURRENCY, RAW_PRICE, None, None,
+                        CURRENCY, balance, tx_id,
+                    )
+                )  # fmt: skip
+            balances[account_id] = balance
+            postings += [
+                (tx_id, account_id, CURRENCY, -value, lot_id) for lot_id, value in taken.items()
+            ]
+            postings += [
+                (tx_id, self.revenue[f"revenue:{service}"], CURRENCY, value, None)
+                for service, value in sorted(revenue.items())
+            ]
+            key, count = f"usage-raw:{label}:{company_id}", len(by_company[company_id])
+            transactions.append(
+                (
+                    tx_id, key, hashlib.sha256(key.encode()).hexdigest(), "usage", company_id,
+                    f"Usage: {count} events", now, now, None, None, None, None, None, None,
+                    CURRENCY, balance, json.dumps({"events": count}),
+                )
+            )  # fmt: skip
+        for sql, rows in (
+            (self.copy_transactions, transactions),
+            (self.copy_postings, postings),
+            (self.copy_records, sorted(records, key=lambda record: record[1])),
+        ):
+            with cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        for table, column, values in (
+            ("billing_creditlot", "remaining", dirty_lots),
+            ("billing_ledgeraccount", "balance", balances),
+        ):
+            if values:
+                ordered = sorted(values)
+                cur.execute(
+                    f"UPDATE {table} AS t SET {column} = v.value FROM "  # noqa: S608
+                    "unnest(%s::bigint[], %s::numeric[]) AS v(id, value) WHERE t.id = v.id",
+                    (ordered, [values[pk] for pk in ordered]),
+                )
+        started = time.perf_counter()
+        self.conn.commit()
+        self.commit_seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _raw_phase(processes, sizes, world, db_conninfo, tally) -> Figure:
+    """(2r): the batches of (2), as many processes, written by ``_RawUsage``."""
+    calls = _calls(sizes.service_events, sizes.batch)
+    shares = [calls[n::processes] for n in range(processes)]
+    label = f"r{processes}"
+    local = _is_local(db_conninfo)
+
+    def raw(index: int, start: Callable[[], None]) -> WorkerStats:
+        import random
+
+        rng = random.Random(f"{SEED}:{label}:{index}")
+        now = datetime.now(tz=JST)
+        batches = []
+        for n, size in enumerate(shares[index]):
+            events = world.traffic.events(rng, f"{label}p{index}b{n}", size, now)
+            for event in events:  # as the API hands them over: parsed
+                event["quantity"] = Decimal(event["quantity"])
+                event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+            batches.append((f"{label}p{index}b{n}", events))
+        writer = _RawUsage(db_conninfo, world.api_key_id)
+        backend_pid = writer.conn.info.backend_pid
+        start()
+        started, cpu = time.perf_counter(), time.process_time()
+        backend = _process_cpu(backend_pid) if local else None
+        deadline = started + sizes.seconds
+        events, cut_short, last_call = 0, False, 0.0
+        for batch_label, batch in batches:
+            if _past(deadline, last_call):
+                cut_short = True
+                break
+            call_started = time.perf_counter()
+            writer.post(batch_label, batch, datetime.now(tz=JST))
+            events += len(batch)
+            last_call = time.perf_counter() - call_started
+        finished = time.perf_counter()
+        backend_after = _process_cpu(backend_pid) if local else None
+        writer.close()
+        return WorkerStats(
+            events=events,
+            charged=events,
+            started=started,
+            finished=finished,
+            client_cpu=time.process_time() - cpu,
+            backend_cpu=backend_after - backend
+            if backend is not None and backend_after is not None
+            else None,
+            commit_seconds=writer.commit_seconds,
+            max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            cut_short=cut_short,
+        )
+
+    stats, sample = _run_processes([raw] * processes)
+    _absorb(tally, f"raw SQL x{processes}", stats, "largest raw SQL process")
+    cpu = {"raw SQL processes CPU": sum(item.client_cpu for item in stats)}
+    backends = [item.backend_cpu for item in stats]
+    if None not in backends:
+        cpu["PostgreSQL backends CPU"] = sum(backends)
+    figure = _figure(f"(2r) raw SQL, {processes} process(es)", "raw SQL", stats, sample, cpu, None)
     return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
 
 
