@@ -114,7 +114,9 @@ def lock_company(company_id: int) -> Company:
 def lock_companies(company_ids) -> list[Company]:
     """Lock and return several company rows (those that exist), in id order: the one order
     every transaction that locks more than one company uses, so two cannot deadlock."""
-    return list(Company.objects.select_for_update().filter(pk__in=list(company_ids)).order_by("pk"))
+    return list(
+        Company.objects.select_for_update().filter(pk__any=list(company_ids)).order_by("pk")
+    )
 
 
 @transaction.atomic

@@ -1082,7 +1082,7 @@ def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBoo
     accounts = {
         account.company_id: account
         for account in LedgerAccount.objects.filter(
-            kind=LedgerAccount.Kind.CUSTOMER, company_id__in=list(locked)
+            kind=LedgerAccount.Kind.CUSTOMER, company_id__any=list(locked)
         ).order_by()
     }
     # Under the company locks no one else can create these (``_CompanyBook`` creates a
@@ -1105,7 +1105,7 @@ def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBoo
     # lock, which this transaction now holds, so what it reads is the latest and stays so.
     # (A lock per lot would write each lot's row for nothing: one more WAL record a lot.)
     for lot in CreditLot.objects.filter(
-        company_id__in=list(locked), remaining__gt=0, expires_at__gt=now
+        company_id__any=list(locked), remaining__gt=0, expires_at__gt=now
     ).order_by("company_id", "expires_at", "id"):
         lots[lot.company_id].append(lot)
     # Only postpaid companies with a limit need the credit that expired unposted.
@@ -1116,7 +1116,7 @@ def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBoo
     ]
     expired = (
         dict(
-            CreditLot.objects.filter(company_id__in=limited, remaining__gt=0, expires_at__lte=now)
+            CreditLot.objects.filter(company_id__any=limited, remaining__gt=0, expires_at__lte=now)
             .order_by()
             .values("company_id")
             .annotate(total=Sum("remaining"))

@@ -106,7 +106,7 @@ def usage_ingest(
     companies = {
         company.account_code: company
         for company in Company.objects.filter(
-            account_code__in={event.account for event in events}
+            account_code__any={event.account for event in events}
         ).only(*PLANNING_FIELDS)
     }
     # Few tariffs serve many companies: each read once (not one copy per company row).
@@ -116,8 +116,8 @@ def usage_ingest(
     subaccounts = {
         (sub.company_id, sub.code): sub
         for sub in Subaccount.objects.filter(
-            company_id__in=[company.id for company in companies.values()],
-            code__in={event.subaccount for event in events if event.subaccount},
+            company_id__any=[company.id for company in companies.values()],
+            code__any={event.subaccount for event in events if event.subaccount},
         )
     }
     plans: list[_Planned] = []
@@ -516,7 +516,7 @@ class _Plans:
         instants = [planned.event.occurred_at for planned in chargeable]
         for subscription in (
             Subscription.objects.filter(
-                company_id__in={planned.company.id for planned in chargeable}
+                company_id__any={planned.company.id for planned in chargeable}
             )
             .exclude(ended_at__lte=min(instants))
             .filter(started_at__lte=max(instants))
@@ -568,7 +568,7 @@ class _Bundles:
         if self.subscriptions and instants:
             self._read_counters(
                 BundleCounter.objects.filter(
-                    subscription_id__in=[subscription.id for subscription in self.subscriptions],
+                    subscription_id__any=[subscription.id for subscription in self.subscriptions],
                     period_end__gt=min(instants),
                 )
             )
@@ -608,7 +608,7 @@ class _Bundles:
         )
         self._read_counters(
             BundleCounter.objects.filter(
-                subscription_id__in={subscription.id for subscription, _, _ in starts.values()},
+                subscription_id__any={subscription.id for subscription, _, _ in starts.values()},
                 period_start__in={key[2] for key in starts},
             ),
             only=starts,
