@@ -1108,26 +1108,34 @@ class _CommitTimer:
         connection._commit = timed_commit
 
 
-def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figure:
+def _share(sizes, world, processes: int, label: str, index: int):
+    """Process ``index``'s share of a phase's ``sizes.service_events`` events, in batches of
+    JSON-ready dicts whose ids start with ``label``; and its random generator, for more."""
+    import random
+
     calls = _calls(sizes.service_events, sizes.batch)
-    shares = [calls[n::processes] for n in range(processes)]
+    rng = random.Random(f"{SEED}:{label}:{index}")
+    now = datetime.now(tz=JST)
+    batches = [
+        world.traffic.events(rng, f"{label}p{index}b{n}", size, now)
+        for n, size in enumerate(calls[index::processes])
+    ]
+    return batches, rng
+
+
+def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figure:
     label = f"s{processes}"
     local = _is_local(db_conninfo)
 
     def service(index: int, start: Callable[[], None]) -> WorkerStats:
-        import random
-
         from django.db import DatabaseError, connections
 
         from billing.models import ApiKey
         from billing.services.usage import usage_ingest
 
-        rng = random.Random(f"{SEED}:{label}:{index}")
+        raw_batches, rng = _share(sizes, world, processes, label, index)
+        batches = [_usage_events(batch) for batch in raw_batches]
         now = datetime.now(tz=JST)
-        batches = [
-            _usage_events(world.traffic.events(rng, f"{label}p{index}b{n}", size, now))
-            for n, size in enumerate(shares[index])
-        ]
         connection = connections["default"]
         key = ApiKey.objects.get(pk=world.api_key_id)
         backend_pid = connection.connection.info.backend_pid
@@ -1139,18 +1147,10 @@ def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figur
         gc.collect()
         gc.freeze()
         timer = _CommitTimer(connection)
-        start()
-        started, cpu = time.perf_counter(), time.process_time()
-        backend = _process_cpu(backend_pid) if local else None
-        deadline = started + sizes.seconds
-        events, charged, cut_short = 0, warm_charged - len(warm), False
-        failed, problem = 0, None
-        last_call = 0.0
-        for batch in batches:
-            if _past(deadline, last_call):
-                cut_short = True
-                break
-            call_started = time.perf_counter()
+        charged, failed, problem = warm_charged - len(warm), 0, None
+
+        def send(batch) -> None:
+            nonlocal charged, failed, problem
             for attempt in range(ATTEMPTS):
                 try:
                     outcomes = usage_ingest(api_key=key, events=batch)
@@ -1161,38 +1161,67 @@ def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figur
                 statuses = [outcome.status for outcome in outcomes]
                 charged += _accepted(statuses, len(batch), retried=attempt > 0)
                 break
-            events += len(batch)
-            last_call = time.perf_counter() - call_started
-        finished = time.perf_counter()
-        backend_after = _process_cpu(backend_pid) if local else None
+
+        start()
+        stats = _timed_batches(batches, send, sizes.seconds, backend_pid if local else None)
         connections.close_all()
-        return WorkerStats(
-            events=events,
+        return replace(
+            stats,
             charged=charged,
-            started=started,
-            finished=finished,
-            client_cpu=time.process_time() - cpu,
-            backend_cpu=backend_after - backend
-            if backend is not None and backend_after is not None
-            else None,
             commit_seconds=timer.seconds,
-            max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            cut_short=cut_short,
             problem=problem,
             warm_events=len(warm),
             failed_calls=failed,
         )
 
-    stats, sample = _run_processes([service] * processes)
-    _absorb(tally, f"service x{processes}", stats, "largest service process")
-    cpu = {"service processes CPU": sum(item.client_cpu for item in stats)}
+    name = f"(2) usage_ingest, {processes} process(es)"
+    return _database_phase(service, processes, name, "service", tally, target)
+
+
+def _database_phase(runner: Runner, processes, name, way, tally, target=None) -> Figure:
+    """``runner`` in ``processes`` processes: the figure, with the CPU of the processes and
+    of their PostgreSQL backends, and the time in COMMIT."""
+    stats, sample = _run_processes([runner] * processes)
+    _absorb(tally, f"{way} x{processes}", stats, f"largest {way} process")
+    cpu = {f"{way} processes CPU": sum(item.client_cpu for item in stats)}
     backends = [item.backend_cpu for item in stats]
     if None not in backends:
         cpu["PostgreSQL backends CPU"] = sum(backends)
-    figure = _figure(
-        f"(2) usage_ingest, {processes} process(es)", "service", stats, sample, cpu, target
-    )
+    figure = _figure(name, way, stats, sample, cpu, target)
     return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
+
+
+def _timed_batches(batches, send, seconds: float, backend_pid: int | None) -> WorkerStats:
+    """``send`` each batch in turn until ``seconds`` have passed (no batch is begun that the
+    last one's time says would end past the limit); what it took, with the CPU of this
+    process and of its PostgreSQL backend (``backend_pid``, when on this machine)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    backend = _process_cpu(backend_pid) if backend_pid else None
+    deadline = started + seconds
+    events, cut_short, last_call = 0, False, 0.0
+    for batch in batches:
+        if _past(deadline, last_call):
+            cut_short = True
+            break
+        call_started = time.perf_counter()
+        send(batch)
+        events += len(batch)
+        last_call = time.perf_counter() - call_started
+    finished = time.perf_counter()
+    backend_after = _process_cpu(backend_pid) if backend_pid else None
+    return WorkerStats(
+        events=events,
+        charged=0,
+        started=started,
+        finished=finished,
+        client_cpu=time.process_time() - cpu,
+        backend_cpu=backend_after - backend
+        if backend is not None and backend_after is not None
+        else None,
+        commit_seconds=0.0,
+        max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        cut_short=cut_short,
+    )
 
 
 # --- (2r) The same rows with hand-written SQL: the ceiling -----------------------------------
@@ -1251,7 +1280,7 @@ class _RawUsage:
         self.conn.commit()
         self.commit_seconds = 0.0
 
-    def post(self, label: str, events: list[dict], now: datetime) -> None:
+    def post(self, events: list[dict], now: datetime) -> None:
         cur = self.cur
         companies = dict(
             cur.execute(
@@ -1275,14 +1304,14 @@ class _RawUsage:
         for company_id in sorted(by_company):
             count = len(by_company[company_id])
             if group and (len(group) == self.group_companies or size + count > self.group_events):
-                self._group(label, group, by_company, now)
+                self._group(group, by_company, now)
                 group, size = [], 0
             group.append(company_id)
             size += count
         if group:
-            self._group(label, group, by_company, now)
+            self._group(group, by_company, now)
 
-    def _group(self, label: str, company_ids: list[int], by_company: dict, now: datetime):
+    def _group(self, company_ids: list[int], by_company: dict, now: datetime):
         cur = self.cur
         modes = dict(
             cur.execute(
@@ -1354,7 +1383,9 @@ class _RawUsage:
                 (tx_id, self.revenue[f"revenue:{service}"], CURRENCY, value, None)
                 for service, value in sorted(revenue.items())
             ]
-            key, count = f"usage-raw:{label}:{company_id}", len(by_company[company_id])
+            # Named after the company's first event id, which no other batch has.
+            events = by_company[company_id]
+            key, count = f"usage-raw:{events[0]['id']}:{company_id}", len(events)
             transactions.append(
                 (
                     tx_id, key, hashlib.sha256(key.encode()).hexdigest(), "usage", company_id,
@@ -1391,63 +1422,28 @@ class _RawUsage:
 
 def _raw_phase(processes, sizes, world, db_conninfo, tally) -> Figure:
     """(2r): the batches of (2), as many processes, written by ``_RawUsage``."""
-    calls = _calls(sizes.service_events, sizes.batch)
-    shares = [calls[n::processes] for n in range(processes)]
     label = f"r{processes}"
     local = _is_local(db_conninfo)
 
     def raw(index: int, start: Callable[[], None]) -> WorkerStats:
-        import random
-
-        rng = random.Random(f"{SEED}:{label}:{index}")
-        now = datetime.now(tz=JST)
-        batches = []
-        for n, size in enumerate(shares[index]):
-            events = world.traffic.events(rng, f"{label}p{index}b{n}", size, now)
-            for event in events:  # as the API hands them over: parsed
-                event["quantity"] = Decimal(event["quantity"])
-                event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
-            batches.append((f"{label}p{index}b{n}", events))
+        batches, _ = _share(sizes, world, processes, label, index)
+        for event in itertools.chain.from_iterable(batches):  # parsed, as the API would
+            event["quantity"] = Decimal(event["quantity"])
+            event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
         writer = _RawUsage(db_conninfo, world.api_key_id)
-        backend_pid = writer.conn.info.backend_pid
-        start()
-        started, cpu = time.perf_counter(), time.process_time()
-        backend = _process_cpu(backend_pid) if local else None
-        deadline = started + sizes.seconds
-        events, cut_short, last_call = 0, False, 0.0
-        for batch_label, batch in batches:
-            if _past(deadline, last_call):
-                cut_short = True
-                break
-            call_started = time.perf_counter()
-            writer.post(batch_label, batch, datetime.now(tz=JST))
-            events += len(batch)
-            last_call = time.perf_counter() - call_started
-        finished = time.perf_counter()
-        backend_after = _process_cpu(backend_pid) if local else None
-        writer.close()
-        return WorkerStats(
-            events=events,
-            charged=events,
-            started=started,
-            finished=finished,
-            client_cpu=time.process_time() - cpu,
-            backend_cpu=backend_after - backend
-            if backend is not None and backend_after is not None
-            else None,
-            commit_seconds=writer.commit_seconds,
-            max_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            cut_short=cut_short,
-        )
+        backend_pid = writer.conn.info.backend_pid if local else None
 
-    stats, sample = _run_processes([raw] * processes)
-    _absorb(tally, f"raw SQL x{processes}", stats, "largest raw SQL process")
-    cpu = {"raw SQL processes CPU": sum(item.client_cpu for item in stats)}
-    backends = [item.backend_cpu for item in stats]
-    if None not in backends:
-        cpu["PostgreSQL backends CPU"] = sum(backends)
-    figure = _figure(f"(2r) raw SQL, {processes} process(es)", "raw SQL", stats, sample, cpu, None)
-    return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
+        def send(batch) -> None:
+            writer.post(batch, datetime.now(tz=JST))
+
+        start()
+        stats = _timed_batches(batches, send, sizes.seconds, backend_pid)
+        writer.close()
+        return replace(stats, charged=stats.events, commit_seconds=writer.commit_seconds)
+
+    return _database_phase(
+        raw, processes, f"(2r) raw SQL, {processes} process(es)", "raw SQL", tally
+    )
 
 
 # --- (3) Authorize --------------------------------------------------------------------------
