@@ -540,6 +540,35 @@ def test_transaction_list_searches_keys_and_account_codes_and_filters_kinds(admi
     assert shown(q="grant:h") == ["grant:hay"]
     assert shown(kind__exact="usage") == ["charge:hay"]
     assert sorted(shown(**{"company__id__exact": hay.pk})) == ["charge:hay", "grant:hay"]
+    number = LedgerTransaction.objects.get(idempotency_key="charge:hay").pk
+    assert shown(q=str(number)) == ["charge:hay"]
+    # Words of the description: within one company's list, not across the whole ledger.
+    assert shown(q="test charge") == []
+    assert shown(q="test charge", **{"company__id__exact": hay.pk}) == ["charge:hay"]
+    assert shown(q="test charge", **{"company__id__exact": needle.pk}) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "term", ["needle-co", "grant:h", "1", "Test"], ids=["company", "key", "number", "word"]
+)
+def test_transaction_search_is_served_by_indexes_never_a_walk_through_the_ledger(term):
+    """With sequential scans priced out, each kind of term is found through an index (a
+    BitmapOr of the key's pattern index, the primary key and (company, posted at)), never
+    by walking the ledger in id order and filtering every row."""
+    from django.contrib.admin.sites import site
+
+    needle = CompanyFactory(account_code="needle-co")
+    grant(needle, 100, now=NOW, key="grant:needle")
+    grant(CompanyFactory(account_code="hay-co"), 100, now=NOW, key="grant:hay")
+    model_admin = LedgerTransactionAdmin(LedgerTransaction, site)
+    found, _ = model_admin.get_search_results(None, LedgerTransaction.objects.all(), term)
+    sql, params = found.order_by("-id")[:100].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan and "Index Scan Backward" not in plan, plan
 
 
 # --- Cost of the pages ----------------------------------------------------------------------
