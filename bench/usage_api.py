@@ -83,6 +83,8 @@ CALLING_CODES = (
 # Attempts per batch. A failed call is sent again, as the platform would: the API charges
 # an event once per key and answers a repeat "duplicate" with the first result.
 ATTEMPTS = 3
+# (2) and (2r) run in this many alternating rounds, each with a share of the events.
+ROUNDS = 3
 # Numbers under a code no rate names (+999 is unassigned) fall to the default voice rate.
 UNPRICED_CODE = "999"
 
@@ -263,20 +265,33 @@ def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url
         for name, kib in server_memory.items():
             memory[f"{name} ({mode})"] = kib
 
-    for processes in dict.fromkeys([sizes.workers, 1]):
-        target = TARGET_SERVICE if processes == sizes.workers else None
-        figure = _service_phase(processes, sizes, world, db_conninfo, target, tally)
-        figures.append(figure)
-        _print_figure(figure)
-    raw = _raw_phase(sizes.workers, sizes, world, db_conninfo, tally)
-    figures.append(raw)
+    # (2) and (2r) in alternating rounds, so that both meet the machine alike: the speed of
+    # a shared machine can drift within a minute, and the ratio is the figure that should
+    # not depend on it.
+    rounds = max(min(ROUNDS, sizes.service_events // sizes.batch), 1)
+    share = replace(sizes, service_events=sizes.service_events // rounds)
+    services, raws = [], []
+    for round_ in range(rounds):
+        services.append(
+            _service_phase(sizes.workers, share, world, db_conninfo, TARGET_SERVICE, tally, round_)
+        )
+        raws.append(_raw_phase(sizes.workers, share, world, db_conninfo, tally, round_))
+    service, raw = _combined(services), _combined(raws)
+    _print_figure(service)
     _print_figure(raw)
-    service = next(figure for figure in figures if figure.target == TARGET_SERVICE)
     if raw.rate:
+        by_round = ", ".join(
+            f"{one.rate / other.rate:.2f}" for one, other in zip(services, raws, strict=True)
+        )
         print(
             f"service / raw SQL ({sizes.workers} processes): {service.rate / raw.rate:.2f} "
-            f"({service.rate:,.0f}/s against {raw.rate:,.0f}/s)"
+            f"({service.rate:,.0f}/s against {raw.rate:,.0f}/s; by round {by_round})"
         )
+    figures.append(service)
+    if sizes.workers != 1:
+        figures.append(_service_phase(1, sizes, world, db_conninfo, None, tally))
+        _print_figure(figures[-1])
+    figures.append(raw)
 
     latencies.append(_authorize_direct(world, sizes))
     _print_latency(latencies[-1])
@@ -1123,8 +1138,8 @@ def _share(sizes, world, processes: int, label: str, index: int):
     return batches, rng
 
 
-def _service_phase(processes, sizes, world, db_conninfo, target, tally) -> Figure:
-    label = f"s{processes}"
+def _service_phase(processes, sizes, world, db_conninfo, target, tally, round_=0) -> Figure:
+    label = f"s{processes}x{round_}"
     local = _is_local(db_conninfo)
 
     def service(index: int, start: Callable[[], None]) -> WorkerStats:
@@ -1189,6 +1204,26 @@ def _database_phase(runner: Runner, processes, name, way, tally, target=None) ->
         cpu["PostgreSQL backends CPU"] = sum(backends)
     figure = _figure(name, way, stats, sample, cpu, target)
     return replace(figure, commit_seconds=sum(item.commit_seconds for item in stats))
+
+
+def _combined(figures: list[Figure]) -> Figure:
+    """Rounds of one scenario as one figure: their events, seconds and CPU added up."""
+    cpu: dict[str, float] = {}
+    for figure in figures:
+        for name, value in figure.cpu.items():
+            cpu[name] = cpu.get(name, 0.0) + value
+    idles = [figure.idle for figure in figures]
+    commits = [figure.commit_seconds for figure in figures]
+    return replace(
+        figures[0],
+        events=sum(figure.events for figure in figures),
+        seconds=sum(figure.seconds for figure in figures),
+        cpu=cpu,
+        idle=None if None in idles else sum(idles),
+        cut_short=any(figure.cut_short for figure in figures),
+        failed_calls=sum(figure.failed_calls for figure in figures),
+        commit_seconds=None if None in commits else sum(commits),
+    )
 
 
 def _timed_batches(batches, send, seconds: float, backend_pid: int | None) -> WorkerStats:
@@ -1420,9 +1455,9 @@ class _RawUsage:
         self.conn.close()
 
 
-def _raw_phase(processes, sizes, world, db_conninfo, tally) -> Figure:
+def _raw_phase(processes, sizes, world, db_conninfo, tally, round_=0) -> Figure:
     """(2r): the batches of (2), as many processes, written by ``_RawUsage``."""
-    label = f"r{processes}"
+    label = f"r{processes}x{round_}"
     local = _is_local(db_conninfo)
 
     def raw(index: int, start: Callable[[], None]) -> WorkerStats:
