@@ -281,7 +281,8 @@ def _run(args, sizes: Sizes, modes: tuple[str, ...], server_info: str, bench_url
     _print_figure(raw)
     if raw.rate:
         by_round = ", ".join(
-            f"{one.rate / other.rate:.2f}" for one, other in zip(services, raws, strict=True)
+            f"{one.rate / other.rate:.2f} ({one.rate:,.0f}/{other.rate:,.0f})"
+            for one, other in zip(services, raws, strict=True)
         )
         print(
             f"service / raw SQL ({sizes.workers} processes): {service.rate / raw.rate:.2f} "
