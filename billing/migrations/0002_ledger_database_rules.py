@@ -10,7 +10,8 @@ checks and ``manage.py reconcile`` stand alone.
 
 from django.db import migrations
 
-CREATE = r"""
+# The balance check alone: migration 0008 restores it when it is reversed.
+CHECK_FUNCTION = r"""
 CREATE OR REPLACE FUNCTION billing_check_transaction_balanced() RETURNS trigger AS $$
 DECLARE
     tx_id bigint;
@@ -42,7 +43,9 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
+"""
 
+CREATE = CHECK_FUNCTION + r"""
 CREATE CONSTRAINT TRIGGER billing_ledgerposting_balanced
     AFTER INSERT ON billing_ledgerposting
     DEFERRABLE INITIALLY DEFERRED

@@ -21,6 +21,8 @@ database's work per usage event (bench/usage_api.py). Now:
 The rules and their messages are those of 0002.
 """
 
+import importlib
+
 from django.db import migrations
 
 CHECK_ONCE = r"""
@@ -75,50 +77,16 @@ CREATE TRIGGER billing_ledgerposting_written
     FOR EACH STATEMENT EXECUTE FUNCTION billing_forget_balanced_transaction();
 """
 
-# 0002's function, as it was.
-CHECK_EACH_ROW = r"""
+# Reversed: 0002's function, as it was.
+_rules = importlib.import_module("billing.migrations.0002_ledger_database_rules")
+CHECK_EACH_ROW = (
+    r"""
 DROP TRIGGER IF EXISTS billing_ledgerposting_written ON billing_ledgerposting;
 DROP FUNCTION IF EXISTS billing_forget_balanced_transaction();
-CREATE OR REPLACE FUNCTION billing_check_transaction_balanced() RETURNS trigger AS $$
-DECLARE
-    tx_id bigint;
-    n integer;
-    unbalanced record;
-BEGIN
-    IF TG_TABLE_NAME = 'billing_ledgertransaction' THEN
-        tx_id := NEW.id;
-    ELSE
-        tx_id := NEW.transaction_id;
-        IF NEW.amount_currency <> (SELECT currency FROM billing_ledgeraccount WHERE id = NEW.account_id) THEN
-            RAISE EXCEPTION 'ledger posting % is not in the currency of its account', NEW.id
-                USING ERRCODE = 'check_violation';
-        END IF;
-    END IF;
-    SELECT count(*) INTO n FROM billing_ledgerposting WHERE transaction_id = tx_id;
-    IF n < 2 THEN
-        RAISE EXCEPTION 'ledger transaction % has % posting(s); at least two are required', tx_id, n
-            USING ERRCODE = 'check_violation';
-    END IF;
-    SELECT amount_currency, sum(amount) AS total INTO unbalanced
-        FROM billing_ledgerposting WHERE transaction_id = tx_id
-        GROUP BY amount_currency HAVING sum(amount) <> 0 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'ledger transaction % does not balance: its postings sum to % %',
-            tx_id, unbalanced.total, unbalanced.amount_currency
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
 """
-
-
-def _on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)  # no placeholders: keep RAISE %s as is
-
-    return run
+    + _rules.CHECK_FUNCTION
+)
+_on_postgresql = _rules._on_postgresql
 
 
 class Migration(migrations.Migration):
