@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.models.fields import MoneyField
 
+from billing.bulk import LoadedWithoutInit
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 
 
@@ -22,7 +23,7 @@ def validate_timezone(value: str) -> None:
         )
 
 
-class Company(models.Model):
+class Company(LoadedWithoutInit, models.Model):
     """The billing account: every charge of its subaccounts is the company's."""
 
     class Mode(models.TextChoices):
@@ -166,7 +167,7 @@ class BillingContact(models.Model):
         return f"{self.name} <{self.email}>" if self.name else self.email
 
 
-class Subaccount(models.Model):
+class Subaccount(LoadedWithoutInit, models.Model):
     """A seat of the platform under a company. It has no balance: its charges are the company's."""
 
     company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="subaccounts")

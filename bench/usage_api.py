@@ -96,6 +96,7 @@ class Sizes:
     batch: int  # events per call
     http_events: int  # events posted over HTTP, per server configuration
     clients: int  # client processes posting over HTTP
+    server_workers: int  # gunicorn worker processes for (1) and (3)
     service_events: int  # events through usage_ingest, per process count
     workers: int  # processes for the service figure held to the target
     authorize: int  # sequential authorize calls, per way
@@ -109,6 +110,7 @@ DEFAULT_SIZES = Sizes(
     batch=1000,
     http_events=50_000,
     clients=4,
+    server_workers=2,
     service_events=30_000,
     workers=2,
     authorize=2000,
@@ -317,6 +319,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help="events per call (at most 1000)")
     parser.add_argument("--http-events", type=int, help="events over HTTP per server")
     parser.add_argument("--clients", type=int, help="HTTP client processes")
+    parser.add_argument(
+        "--server-workers", type=int, help="gunicorn worker processes for (1) and (3)"
+    )
     parser.add_argument("--service-events", type=int, help="events through the service")
     parser.add_argument("--workers", type=int, help="processes for the service target")
     parser.add_argument("--authorize", type=int, help="authorize calls per way")
@@ -801,8 +806,9 @@ def _figure(name, way, stats: list[WorkerStats], sample: dict, cpu: dict, target
 class _Server:
     """gunicorn serving config.wsgi on a free loopback port, started and stopped by pid."""
 
-    def __init__(self, mode: str, database_url: str, log_path: Path):
+    def __init__(self, mode: str, workers: int, database_url: str, log_path: Path):
         self.mode = mode
+        self.workers = workers
         self.port = _free_port()
         env = {
             **os.environ,
@@ -814,7 +820,7 @@ class _Server:
             str(ROOT / ".venv" / "bin" / "gunicorn"),
             "config.wsgi",
             "--workers",
-            "2",
+            str(workers),
             "--bind",
             f"{LOOPBACK}:{self.port}",
             "--worker-class",
@@ -834,12 +840,12 @@ class _Server:
         )
 
     def wait_ready(self, seconds: float = 60) -> None:
-        """Both workers answer (each builds Django on its first request)."""
+        """The workers are up and one answers (each builds Django on its first request)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SystemExit(f"usage_api: gunicorn exited:\n{self.log_path.read_text()}")
-            if len(self.worker_pids()) >= 2:
+            if len(self.worker_pids()) >= self.workers:
                 try:
                     connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=5)
                     connection.request("GET", "/api/v1/openapi.json")
@@ -932,13 +938,13 @@ def _post(connection: http.client.HTTPConnection, path: str, body: bytes, raw_ke
 
 
 def _http_phase(mode, label, sizes, world, bench_url, conn_max_age, tally):
-    """Start the server, warm both workers, post the events from the client processes,
+    """Start the server, warm its workers, post the events from the client processes,
     then time sequential authorize calls; returns the figure, the latency and memory."""
     database_url = bench_url
     if conn_max_age is not None:
         database_url = with_database(bench_url, BENCH_DB, conn_max_age=conn_max_age)
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as folder:
-        server = _Server(mode, database_url, Path(folder) / "gunicorn.log")
+        server = _Server(mode, sizes.server_workers, database_url, Path(folder) / "gunicorn.log")
         try:
             server.wait_ready()
             print(f"(1) server: gunicorn {server.command} (pid {server.process.pid})")
@@ -955,8 +961,8 @@ def _http_phase(mode, label, sizes, world, bench_url, conn_max_age, tally):
 
 
 def _warm_up(server: _Server, world: World, sizes: Sizes, label: str, tally: Tally) -> None:
-    """A few small batches from two threads, so both workers have imported everything and
-    built the tariff index before the clock starts. Their events count as sent."""
+    """A few small batches from a thread per worker, so every worker has imported everything
+    and built the tariff index before the clock starts. Their events count as sent."""
     import random
 
     now = datetime.now(tz=JST)
@@ -980,7 +986,7 @@ def _warm_up(server: _Server, world: World, sizes: Sizes, label: str, tally: Tal
         connection.close()
 
     lock = threading.Lock()
-    threads = [threading.Thread(target=warm, args=(n,)) for n in range(2)]
+    threads = [threading.Thread(target=warm, args=(n,)) for n in range(server.workers)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -1053,7 +1059,7 @@ def _http_usage(server: _Server, label: str, sizes: Sizes, world: World, tally: 
     _absorb(tally, f"HTTP {server.mode}", stats, "largest HTTP client")
     threads = ", 2 threads each" if server.mode == "gthread" else ""
     return _figure(
-        f"(1) end to end, gunicorn {server.mode} 2 workers{threads}",
+        f"(1) end to end, gunicorn {server.mode} {server.workers} workers{threads}",
         "HTTP",
         stats,
         sample,

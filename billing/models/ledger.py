@@ -22,6 +22,7 @@ from djmoney.models.fields import MoneyField
 
 from accounts.models import Company
 
+from ..bulk import LoadedWithoutInit
 from ..money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 
 
@@ -35,7 +36,7 @@ def money_field(verbose_name, **kwargs) -> MoneyField:
     )
 
 
-class LedgerAccount(models.Model):
+class LedgerAccount(LoadedWithoutInit, models.Model):
     """A place money sits: one customer account per company, system accounts per currency."""
 
     class Kind(models.TextChoices):
@@ -93,7 +94,7 @@ class LedgerAccount(models.Model):
         return f"{self.code} ({self.currency})"
 
 
-class LedgerTransaction(models.Model):
+class LedgerTransaction(LoadedWithoutInit, models.Model):
     """One money movement: two or more postings that sum to zero per currency."""
 
     class Kind(models.TextChoices):
@@ -182,7 +183,7 @@ class LedgerTransaction(models.Model):
         return f"#{self.pk} {self.get_kind_display()}: {self.description}"
 
 
-class CreditLot(models.Model):
+class CreditLot(LoadedWithoutInit, models.Model):
     """One grant of credit, spent soonest-expiry first and expired explicitly.
 
     ``remaining`` always equals the sum of the customer postings that name this lot
@@ -236,7 +237,7 @@ class CreditLot(models.Model):
         return f"{self.get_source_display()} {self.amount} until {self.expires_at:%Y-%m-%d}"
 
 
-class LedgerPosting(models.Model):
+class LedgerPosting(LoadedWithoutInit, models.Model):
     """One leg of a transaction: an amount on one account, optionally from or into a lot."""
 
     transaction = models.ForeignKey(

@@ -10,13 +10,14 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company
 
+from ..bulk import LoadedWithoutInit
 from .ledger import money_field
 from .tariffs import SERVICE_CHOICES
 
 QUANTITY = {"max_digits": 24, "decimal_places": 6}
 
 
-class Plan(models.Model):
+class Plan(LoadedWithoutInit, models.Model):
     class FeeStart(models.TextChoices):
         ORDER = "order", _("When ordered")
         FIRST_USE = "first_use", _("From first use")
@@ -57,7 +58,7 @@ class Plan(models.Model):
         return self.name
 
 
-class Bundle(models.Model):
+class Bundle(LoadedWithoutInit, models.Model):
     """Usage included in a plan each period: ``included_quantity`` of ``service`` (in the
     unit the platform reports: seconds, messages, pages, calls, bytes) to ``destinations``
     (number prefixes or countries, separated by spaces or commas; blank: everywhere)."""
@@ -102,7 +103,7 @@ def destinations_cover(destinations: str, destination: str | None) -> bool:
     return not wanted or (destination or "").upper().startswith(tuple(wanted))
 
 
-class Subscription(models.Model):
+class Subscription(LoadedWithoutInit, models.Model):
     """A plan ordered by a company; its bundles are shared by all the company's subaccounts."""
 
     company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="subscriptions")
@@ -135,7 +136,7 @@ class Subscription(models.Model):
         return self.started_at <= at and (self.ended_at is None or at < self.ended_at)
 
 
-class BundleCounter(models.Model):
+class BundleCounter(LoadedWithoutInit, models.Model):
     """How much of a bundle a subscription used in one period (reset by starting a new row
     for the next period). Written only by the usage service, under the company row lock."""
 

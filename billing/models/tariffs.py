@@ -6,6 +6,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from ..bulk import LoadedWithoutInit
 from ..rating import SERVICES
 
 SERVICE_CHOICES = [(service, service) for service in SERVICES]
@@ -35,7 +36,7 @@ class Tariff(models.Model):
         return f"{self.name} ({self.currency})"
 
 
-class Rate(models.Model):
+class Rate(LoadedWithoutInit, models.Model):
     """The price of one service to one destination, in force in ``[effective_from,
     effective_until)``.
 

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, Subaccount
 
+from ..bulk import LoadedWithoutInit
 from .ledger import LedgerTransaction, money_field
 from .plans import QUANTITY, BundleCounter
 from .tariffs import RATE_DECIMAL_PLACES
@@ -51,7 +52,7 @@ class ApiKey(models.Model):
         return self.revoked_at is None
 
 
-class UsageRecord(models.Model):
+class UsageRecord(LoadedWithoutInit, models.Model):
     """One reported usage event as received, rated and charged (or why it was rejected).
 
     The rating explanation is copied onto the record (matched destination, unit price,

@@ -43,7 +43,7 @@ from djmoney.money import Money
 from accounts.models import Company, CompanyBlock
 from accounts.services import company_block, company_unblock, lock_companies, lock_company
 
-from ..bulk import insert_rows, reserve_ids, update_column
+from ..bulk import insert_rows, reserve_ids, unsaved_instance, update_column
 from ..exceptions import (
     IdempotencyConflict,
     InsufficientCredit,
@@ -971,20 +971,32 @@ def _new_transaction(
     company,
     currency,
 ) -> LedgerTransaction:
-    # Relations left empty are not set at all (each costs a descriptor call per row).
-    optional = {"actor": actor, "reverses": reverses}
-    return LedgerTransaction(
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        kind=kind,
-        company=company,
-        description=description[:500],
-        posted_at=posted_at,
-        effective_at=effective_at or posted_at,
-        cause_type_id=ContentType.objects.get_for_model(cause).pk if cause is not None else None,
-        cause_id=cause.pk if cause is not None else None,
-        metadata=metadata or {},
-        **{name: value for name, value in optional.items() if value is not None},
+    # Without Model.__init__ (a usage batch makes one per company): every field given.
+    related = {"company": company, "actor": actor, "reverses": reverses}
+    return unsaved_instance(
+        LedgerTransaction,
+        {
+            "id": None,
+            "idempotency_key": idempotency_key,
+            "fingerprint": fingerprint,
+            "kind": kind,
+            "company_id": company.id if company is not None else None,
+            "description": description[:500],
+            "posted_at": posted_at,
+            "effective_at": effective_at or posted_at,
+            "actor_id": actor.pk if actor is not None else None,
+            "cause_type_id": (
+                ContentType.objects.get_for_model(cause).pk if cause is not None else None
+            ),
+            "cause_id": cause.pk if cause is not None else None,
+            "reverses_id": reverses.pk if reverses is not None else None,
+            "shortfall_currency": None,
+            "shortfall": None,
+            "balance_after_currency": None,
+            "balance_after": None,
+            "metadata": metadata or {},
+        },
+        {name: value for name, value in related.items() if value is not None},
     )
 
 

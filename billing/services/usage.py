@@ -388,16 +388,18 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
 
 def _describe(records: list[_Row]) -> str:
     counts: dict[str, int] = defaultdict(int)
+    first = last = None
     for record in records:
         if record.status == UsageRecord.Status.CHARGED:
-            counts[record.service] += 1
-    times = [
-        record.occurred_at for record in records if record.status == UsageRecord.Status.CHARGED
-    ]
-    parts = ", ".join(f"{service} {count}" for service, count in sorted(counts.items()))
-    if not times:
+            event = record.planned.event
+            counts[event.service] += 1
+            if first is None or event.occurred_at < first:
+                first = event.occurred_at
+            if last is None or event.occurred_at > last:
+                last = event.occurred_at
+    if first is None:
         return "Usage"
-    first, last = min(times), max(times)
+    parts = ", ".join(f"{service} {count}" for service, count in sorted(counts.items()))
     return (
         f"Usage: {sum(counts.values())} events ({parts}), "
         f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
@@ -423,12 +425,13 @@ class _Row:
     """A usage record to write: plain values, no model instance (a batch has a thousand)."""
 
     __slots__ = (
-        "planned", "status", "error", "rate", "billed_quantity", "bundle_quantity",
+        "planned", "event_id", "status", "error", "rate", "billed_quantity", "bundle_quantity",
         "bundle_counter_id", "amount", "shortfall", "balance_after", "transaction_id",
     )  # fmt: skip
 
     def __init__(self, planned: _Planned, *, error: tuple[str, str] | None = None):
         self.planned = planned
+        self.event_id = planned.event.id
         self.status = UsageRecord.Status.REJECTED if error else UsageRecord.Status.CHARGED
         self.error = error
         self.rate = None
@@ -437,10 +440,6 @@ class _Row:
         self.bundle_counter_id = None
         self.amount = self.shortfall = self.balance_after = None
         self.transaction_id = None
-
-    @property
-    def event_id(self) -> str:
-        return self.planned.event.id
 
     @property
     def service(self) -> str:
