@@ -8,10 +8,44 @@ plain values already in their database form: ``Decimal`` amounts, aware datetime
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
 
 from django.db import connection
+from django.db.backends.postgresql.psycopg_any import BaseTzLoader
 from django.db.models import Lookup
 from django.db.models.base import ModelState
+
+
+class _TimestamptzLoader(BaseTzLoader):
+    """Django's loader of ``timestamptz`` values, with Python's C parser for the usual case.
+
+    Django registers a loader of its own on every connection, written in Python (a regular
+    expression and a dozen lines a value): a usage batch reads a few thousand timestamps
+    (lots, counters, subscriptions, companies), at ~3 µs each. ``datetime.fromisoformat``
+    reads PostgreSQL's ISO output (``2026-12-04 18:26:58.123456+00``) in a tenth of that.
+    Whatever it cannot read (``infinity``, years before 1 or after 9999) goes to Django's
+    loader, which answers as before. The session's time zone is ``timezone`` (Django sets
+    it when connecting), so the value is given in it, as Django's loader gives it.
+    """
+
+    def load(self, data):
+        try:
+            value = datetime.fromisoformat(str(data, "ascii"))
+        except ValueError:
+            return super().load(data)
+        return value.astimezone(self.timezone)
+
+
+def use_fast_timestamp_loader(sender, connection, **kwargs) -> None:
+    """``connection_created`` receiver: read ``timestamptz`` with ``_TimestamptzLoader``."""
+    if connection.vendor != "postgresql" or connection.timezone is None:
+        return
+
+    class TimestamptzLoader(_TimestamptzLoader):
+        timezone = connection.timezone  # Django keeps its own loader while this matches
+
+    connection.connection.adapters.register_loader("timestamptz", TimestamptzLoader)
 
 
 class LoadedWithoutInit:
@@ -61,6 +95,30 @@ def unsaved_instance(model, values: dict, related: dict | None = None):
     for name, value in (related or {}).items():
         state.fields_cache[name] = value
     return instance
+
+
+def array_literal(values: Sequence) -> str | list:
+    """``values`` (ints, ``Decimal``s, strings, ``None``) as ONE PostgreSQL array literal,
+    e.g. ``{1,2,3}`` or ``{"a","b\\"c"}``, to be cast in the SQL (``%s::bigint[]``).
+
+    psycopg adapts a list element by element in Python (~1 µs each); the thousand event
+    ids and the hundreds of company ids, lots and balances of a usage batch are turned into
+    text here at the speed of ``str.join``. Strings are quoted, with ``\\`` and ``"``
+    escaped as the array syntax asks. A list with any other type is returned as it is,
+    for psycopg to adapt.
+    """
+    parts = []
+    for value in values:
+        kind = type(value)
+        if kind is int or kind is Decimal:
+            parts.append(str(value))
+        elif kind is str:
+            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif value is None:
+            parts.append("NULL")
+        else:
+            return list(values)
+    return "{" + ",".join(parts) + "}"
 
 
 def _attnames(model) -> frozenset[str]:
@@ -124,7 +182,7 @@ def update_column(model, column: str, values: dict, sql_type: str = "numeric") -
             f"UPDATE {table} AS t SET {name} = v.value "  # noqa: S608
             f"FROM unnest(%s::bigint[], %s::{sql_type}[]) AS v(id, value) WHERE t.id = v.id"
         )
-        params = [ids, [values[pk] for pk in ids]]
+        params = [array_literal(ids), array_literal([values[pk] for pk in ids])]
     else:
         # SQLite (the embedded default): a CASE over the ids, values as the field stores them.
         field = model._meta.get_field(column)
@@ -174,7 +232,7 @@ def rows_by_key(model, columns: Sequence[str], key: str, values, sql_type: str, 
     quote, field = connection.ops.quote_name, model._meta.get_field
     selected = ", ".join(f"found.{quote(field(column).column)}" for column in columns)
     conditions = [f"found.{quote(field(key).column)} = wanted.value"]
-    params: list = [values]
+    params: list = [array_literal(values)]
     for column, value in equal.items():
         conditions.append(f"found.{quote(field(column).column)} = %s")
         params.append(value.pk if hasattr(value, "pk") else value)
@@ -209,6 +267,6 @@ class AnyOf(Lookup):
             # The column's type without its length (from code, never input): a cast to
             # varchar(64) would cut a longer value down to one that may exist.
             array_type = self.lhs.output_field.db_type(connection).split("(")[0]
-            return f"{lhs} = ANY(%s::{array_type}[])", [*lhs_params, values]
+            return f"{lhs} = ANY(%s::{array_type}[])", [*lhs_params, array_literal(values)]
         sql = f"{lhs} IN (SELECT value FROM json_each(%s))"  # noqa: S608 (no input in it)
         return sql, [*lhs_params, json.dumps(values)]

@@ -1,14 +1,17 @@
 """billing.bulk: `field__any` (a list as one parameter, AnyOf), models loaded without
 `Model.__init__` (LoadedWithoutInit) and new instances built alike (unsaved_instance)."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
 from djmoney.money import Money
+from psycopg.pq import Format
 
 from accounts.models import Company
-from billing.bulk import unsaved_instance
+from billing.bulk import array_literal, unsaved_instance, update_column
 from billing.models import LedgerAccount, LedgerTransaction
 from tests.factories import CompanyFactory
 
@@ -127,3 +130,89 @@ def test_an_unsaved_instance_needs_every_field_and_keeps_related_objects(
         unsaved_instance(LedgerTransaction, without_metadata)
     with pytest.raises(TypeError, match=r"unknown \['colour'\]"):
         unsaved_instance(LedgerTransaction, {**values, "colour": "red"})
+
+
+TRICKY_NAMES = [
+    'Quote " Inc.',
+    "Back\\slash",
+    "Comma, Brace {} Ltd",
+    "  spaces  ",
+    "NULL",
+    "",
+    "株式会社テスト",
+]
+
+
+def test_any_matches_strings_that_need_quoting_in_an_array_exactly():
+    companies = [CompanyFactory(name=name) for name in TRICKY_NAMES]
+    CompanyFactory(name="Back\\\\slash")  # must not be matched by the single backslash
+    found = Company.objects.filter(name__any=TRICKY_NAMES).order_by("pk")
+    assert list(found) == companies
+    for company in companies:
+        assert list(Company.objects.filter(name__any=[company.name])) == [company]
+
+
+def test_array_literal_quotes_strings_and_leaves_other_types_to_the_driver():
+    assert array_literal([3, 1, Decimal("-2.50"), None]) == "{3,1,-2.50,NULL}"
+    assert array_literal(['a"b', "c\\d"]) == '{"a\\"b","c\\\\d"}'
+    assert array_literal([]) == "{}"
+    assert array_literal([1, True]) == [1, True]  # not an int: psycopg adapts the list
+
+
+def test_update_column_writes_each_decimal_to_its_row():
+    first, second = CompanyFactory.create_batch(2)
+    accounts = [
+        LedgerAccount.objects.create(
+            kind=LedgerAccount.Kind.CUSTOMER,
+            company=company,
+            code="customer",
+            currency=company.currency,
+            balance=Money(Decimal(0), company.currency),
+        )
+        for company in (first, second)
+    ]
+    update_column(
+        LedgerAccount, "balance", {accounts[0].pk: Decimal("-12.5"), accounts[1].pk: Decimal(7)}
+    )
+    balances = dict(
+        LedgerAccount.objects.filter(pk__any=[a.pk for a in accounts]).values_list("pk", "balance")
+    )
+    assert balances == {accounts[0].pk: Decimal("-12.5"), accounts[1].pk: Decimal(7)}
+
+
+@pytest.mark.postgres
+def test_timestamps_are_read_with_the_fast_loader_and_come_back_as_written():
+    from django.db import connection
+
+    from billing.bulk import _TimestamptzLoader
+
+    tokyo, new_york = ZoneInfo("Asia/Tokyo"), ZoneInfo("America/New_York")
+    instants = [
+        datetime(2026, 12, 4, 18, 26, 58, 123456, tzinfo=UTC),
+        datetime(2026, 3, 8, 1, 59, 59, 999999, tzinfo=new_york),  # before the DST gap
+        datetime(2026, 3, 8, 3, 0, tzinfo=new_york),  # after it
+        datetime(2026, 11, 1, 1, 30, fold=1, tzinfo=new_york),  # the repeated hour
+        datetime(2026, 1, 1, 0, 0, tzinfo=tokyo),
+        datetime(1, 1, 1, 0, 0, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    with connection.cursor() as cursor:
+        loader = connection.connection.adapters.get_loader(1184, Format.TEXT)  # timestamptz
+        assert issubclass(loader, _TimestamptzLoader)
+        cursor.execute(
+            "SELECT value FROM unnest(%s::timestamptz[]) WITH ORDINALITY AS t(value, n) ORDER BY n",
+            [instants],
+        )
+        read = [row[0] for row in cursor.fetchall()]
+    # In UTC: an instant of the repeated hour (fold=1) never equals one of another zone.
+    assert read == [instant.astimezone(UTC) for instant in instants]
+    assert all(value.tzinfo is UTC for value in read)
+
+
+@pytest.mark.postgres
+def test_a_timestamp_python_cannot_hold_fails_as_with_djangos_own_loader():
+    from django.db import DataError, connection
+
+    with connection.cursor() as cursor, pytest.raises(DataError, match="infinity"):
+        cursor.execute("SELECT 'infinity'::timestamptz")
+        cursor.fetchall()
