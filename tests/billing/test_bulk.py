@@ -18,6 +18,16 @@ from tests.factories import CompanyFactory
 pytestmark = pytest.mark.django_db
 
 
+def _customer_account(company) -> LedgerAccount:
+    return LedgerAccount.objects.create(
+        kind=LedgerAccount.Kind.CUSTOMER,
+        company=company,
+        code="customer",
+        currency=company.currency,
+        balance=Money(Decimal(0), company.currency),
+    )
+
+
 def test_any_finds_the_rows_whose_field_is_in_the_list():
     first, second, _third = CompanyFactory.create_batch(3)
     wanted = [first.pk, second.pk, 10**9]
@@ -31,13 +41,7 @@ def test_any_finds_the_rows_whose_field_is_in_the_list():
 
 def test_any_works_on_relations_by_id():
     company = CompanyFactory()
-    account = LedgerAccount.objects.create(
-        kind=LedgerAccount.Kind.CUSTOMER,
-        company=company,
-        code="customer",
-        currency=company.currency,
-        balance=Money(Decimal(0), company.currency),
-    )
+    account = _customer_account(company)
     assert list(LedgerAccount.objects.filter(company_id__any=[company.pk])) == [account]
     assert list(LedgerAccount.objects.filter(company__any=[company.pk])) == [account]
 
@@ -85,13 +89,7 @@ def test_fields_not_selected_are_deferred_and_read_when_first_used(django_assert
 
 def test_related_rows_read_with_select_related_are_cached(django_assert_num_queries):
     company = CompanyFactory()
-    LedgerAccount.objects.create(
-        kind=LedgerAccount.Kind.CUSTOMER,
-        company=company,
-        code="customer",
-        currency=company.currency,
-        balance=Money(Decimal(0), company.currency),
-    )
+    _customer_account(company)
     with django_assert_num_queries(1):
         account = LedgerAccount.objects.select_related("company").get(company=company)
         assert account.company.account_code == company.account_code
@@ -161,16 +159,7 @@ def test_array_literal_quotes_strings_and_leaves_other_types_to_the_driver():
 
 def test_update_column_writes_each_decimal_to_its_row():
     first, second = CompanyFactory.create_batch(2)
-    accounts = [
-        LedgerAccount.objects.create(
-            kind=LedgerAccount.Kind.CUSTOMER,
-            company=company,
-            code="customer",
-            currency=company.currency,
-            balance=Money(Decimal(0), company.currency),
-        )
-        for company in (first, second)
-    ]
+    accounts = [_customer_account(company) for company in (first, second)]
     update_column(
         LedgerAccount, "balance", {accounts[0].pk: Decimal("-12.5"), accounts[1].pk: Decimal(7)}
     )
