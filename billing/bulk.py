@@ -1,5 +1,7 @@
 """Writing many rows in one statement: ``COPY`` on PostgreSQL, a bulk ``INSERT`` elsewhere;
-and finding rows by a long list of keys with one parameter.
+and finding rows by a long list of keys with one parameter (sent as one array literal).
+Reading many: model instances built without ``Model.__init__`` (``LoadedWithoutInit``) and
+timestamps parsed by Python's C code (``use_fast_timestamp_loader``).
 
 For the hot paths (usage records, ledger postings) where building a model instance per row
 and letting the ORM prepare every field or value costs more than the database does. Callers pass
