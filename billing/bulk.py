@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 
 from django.db import connection
 from django.db.backends.postgresql.psycopg_any import BaseTzLoader
@@ -67,14 +68,18 @@ class LoadedWithoutInit:
 
     @classmethod
     def from_db(cls, db, field_names, values):
-        instance = cls.__new__(cls)
-        state = ModelState()
-        state.adding = False
-        state.db = db
-        values = dict(zip(field_names, values, strict=True))
-        values["_state"] = state
-        instance.__dict__ = values
+        instance = _bare_instance(cls, dict(zip(field_names, values, strict=True)))
+        instance._state.adding = False
+        instance._state.db = db
         return instance
+
+
+def _bare_instance(model, values: dict):
+    """An instance of ``model`` whose ``__dict__`` is ``values`` and a new ``ModelState``."""
+    instance = model.__new__(model)
+    instance.__dict__ = values
+    instance._state = ModelState()
+    return instance
 
 
 def unsaved_instance(model, values: dict, related: dict | None = None):
@@ -91,11 +96,9 @@ def unsaved_instance(model, values: dict, related: dict | None = None):
     if values.keys() != names:
         missing, extra = sorted(names - values.keys()), sorted(values.keys() - names)
         raise TypeError(f"{model.__name__}: missing {missing}, unknown {extra}")
-    instance = model.__new__(model)
-    state = ModelState()
-    instance.__dict__ = {**values, "_state": state}
+    instance = _bare_instance(model, dict(values))
     for name, value in (related or {}).items():
-        state.fields_cache[name] = value
+        instance._state.fields_cache[name] = value
     return instance
 
 
@@ -123,12 +126,9 @@ def array_literal(values: Sequence) -> str | list:
     return "{" + ",".join(parts) + "}"
 
 
+@cache
 def _attnames(model) -> frozenset[str]:
-    names = model.__dict__.get("_bulk_attnames")
-    if names is None:
-        names = frozenset(field.attname for field in model._meta.concrete_fields)
-        model._bulk_attnames = names
-    return names
+    return frozenset(field.attname for field in model._meta.concrete_fields)
 
 
 def insert_rows(model, columns: Sequence[str], rows: Iterable[tuple]) -> None:

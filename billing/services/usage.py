@@ -442,10 +442,6 @@ class _Row:
         self.transaction_id = None
 
     @property
-    def service(self) -> str:
-        return self.planned.event.service
-
-    @property
     def occurred_at(self) -> datetime:
         return self.planned.event.occurred_at
 
