@@ -6,13 +6,33 @@ Each check is one aggregate query over the whole ledger; a problem names the acc
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, F, OuterRef, Q, Subquery, Sum, Value
+from django.db import connection
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Company, CompanyBlock
 
-from .models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
+from .models import (
+    ApiKey,
+    BundleCounter,
+    CreditLot,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    UsageRecord,
+)
 
 ZERO = Decimal(0)
 AMOUNT = DecimalField(max_digits=19, decimal_places=4)
@@ -184,6 +204,9 @@ def reconcile(now=None) -> ReconcileReport:
 
     problems.extend(Problem(account, message) for account, message in statement_problems())
 
+    # 7. Usage records agree with the ledger.
+    problems.extend(_usage_record_problems())
+
     return ReconcileReport(
         problems=problems,
         transactions=LedgerTransaction.objects.count(),
@@ -191,6 +214,98 @@ def reconcile(now=None) -> ReconcileReport:
         lots=CreditLot.objects.count(),
         companies=Company.objects.count(),
     )
+
+
+# What a usage record points at with no foreign key (migration 0010), and what that is called.
+UNCHECKED_REFERENCES = (
+    ("api_key", ApiKey, "API key"),
+    ("bundle_counter", BundleCounter, "bundle counter"),
+    ("transaction", LedgerTransaction, "ledger transaction"),
+)
+
+
+# The customer's postings are debits (negative): with the records' charges they net to zero.
+TRANSACTIONS_UNLIKE_THEIR_RECORDS = """
+SELECT r.transaction_id, c.account_code, r.charged, r.shortfall, p.taken, t.shortfall
+FROM (
+    SELECT transaction_id, SUM(amount) AS charged, COALESCE(SUM(shortfall), 0) AS shortfall
+    FROM billing_usagerecord
+    WHERE transaction_id IS NOT NULL
+    GROUP BY transaction_id
+) r
+JOIN billing_ledgertransaction t ON t.id = r.transaction_id
+LEFT JOIN accounts_company c ON c.id = t.company_id
+LEFT JOIN (
+    SELECT posting.transaction_id, SUM(posting.amount) AS taken
+    FROM billing_ledgerposting posting
+    JOIN billing_ledgeraccount account ON account.id = posting.account_id
+    WHERE account.kind = %s
+    GROUP BY posting.transaction_id
+) p ON p.transaction_id = r.transaction_id
+WHERE ABS(COALESCE(r.charged, 0) + COALESCE(p.taken, 0)) > CAST(%s AS NUMERIC)
+   OR ABS(r.shortfall - COALESCE(t.shortfall, 0)) > CAST(%s AS NUMERIC)
+ORDER BY r.transaction_id
+"""
+
+
+def _usage_record_problems() -> list[Problem]:
+    """Every usage record points at rows that exist; a record that moved money links to a
+    transaction of its own company; and each transaction's records add up to what it took
+    from the customer's account and to its shortfall. One problem per company and kind,
+    naming the first record."""
+    problems: list[Problem] = []
+
+    def per_company(records, message: str) -> None:
+        for row in (
+            records.order_by()
+            .values("company__account_code")
+            .annotate(count=Count("id"), first=Min("id"))
+            .order_by("company__account_code")
+        ):
+            code = row["company__account_code"]
+            problems.append(
+                Problem(
+                    f"company {code}" if code else "no company",
+                    f"{row['count']} usage record(s) {message} (the first #{row['first']})",
+                )
+            )
+
+    for field, model, name in UNCHECKED_REFERENCES:
+        per_company(
+            UsageRecord.objects.filter(**{f"{field}__isnull": False}).exclude(
+                Exists(model.objects.filter(pk=OuterRef(f"{field}_id")))
+            ),
+            f"point at a missing {name}",
+        )
+    per_company(
+        UsageRecord.objects.filter(transaction__isnull=False).exclude(
+            transaction__company_id=F("company_id")
+        ),
+        "link to another company's transaction",
+    )
+    per_company(
+        UsageRecord.objects.filter(transaction__isnull=True).filter(
+            Q(amount__gt=0) | Q(shortfall__gt=0)
+        ),
+        "charged money without a transaction",
+    )
+
+    # Each transaction's records against its postings: both sides grouped once and joined
+    # (nothing indexes records by transaction, so a lookup per transaction would scan them).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            TRANSACTIONS_UNLIKE_THEIR_RECORDS, [LedgerAccount.Kind.CUSTOMER, HALF_UNIT, HALF_UNIT]
+        )
+        for transaction_id, code, charged, recorded_shortfall, taken, shortfall in cursor:
+            problems.append(
+                Problem(
+                    f"company {code}",
+                    f"transaction #{transaction_id} took {_amount(-(taken or 0))} with a "
+                    f"shortfall of {_amount(shortfall or 0)}, but its usage records charged "
+                    f"{_amount(charged or 0)} with a shortfall of {_amount(recorded_shortfall)}",
+                )
+            )
+    return problems
 
 
 def _company_label(company: Company | None) -> str:

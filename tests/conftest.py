@@ -27,7 +27,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _fresh_tariff_cache():
-    """Each test rates with its own tariffs: the per-process index cache starts empty."""
+    """Each test rates with its own tariffs: the per-process index cache starts empty (SQLite
+    hands a rolled-back test's ids out again, so a stale index could answer for a new
+    tariff with the same id)."""
     from billing.services import rating
 
     rating._cache.clear()

@@ -66,8 +66,18 @@ class UsageRecord(LoadedWithoutInit, models.Model):
     # Indexes are what usage ingestion pays for on every row, so each FK below has one only
     # where a query needs it (see Meta): api_key and company lead a composite index; nothing
     # looks records up by transaction or counter (neither is ever deleted).
+    # Foreign-key checks are paid on every row too, at COMMIT while the companies are
+    # locked. The API key, bundle counter and ledger transaction have none
+    # (``db_constraint=False``): the database never deletes those rows (migrations 0002 and
+    # 0010), so a record cannot lose them, and ``manage.py reconcile`` proves that each
+    # record points at rows that exist. The company and subaccount, which staff can
+    # delete, keep theirs.
     api_key = models.ForeignKey(
-        ApiKey, on_delete=models.PROTECT, related_name="usage_records", db_index=False
+        ApiKey,
+        on_delete=models.PROTECT,
+        related_name="usage_records",
+        db_index=False,
+        db_constraint=False,
     )
     event_id = models.CharField(_("event id"), max_length=64)
     account_code = models.CharField(_("account"), max_length=64)
@@ -118,6 +128,7 @@ class UsageRecord(LoadedWithoutInit, models.Model):
         blank=True,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
     amount = money_field(_("charge"), null=True, blank=True)
     shortfall = money_field(_("shortfall"), null=True, blank=True)
@@ -129,6 +140,7 @@ class UsageRecord(LoadedWithoutInit, models.Model):
         blank=True,
         related_name="usage_records",
         db_index=False,
+        db_constraint=False,
     )
 
     class Meta:

@@ -26,7 +26,6 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from accounts.models import Company
 from billing.models import LedgerTransaction, UsageRecord
 from billing.reconcile import reconcile
-from billing.services import rating
 from config.wsgi import application
 from tests.factories import CompanyFactory, SubaccountFactory
 from tests.factories.billing import grant
@@ -51,13 +50,6 @@ schema.config.generation.update(with_security_parameters=False)
 def frozen_clock():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 @pytest.fixture

@@ -44,13 +44,6 @@ def frozen_clock():
         yield
 
 
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
-
-
 @pytest.fixture
 def tariff():
     tariff = TariffFactory()

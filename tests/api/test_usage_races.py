@@ -24,7 +24,6 @@ from accounts.models import Company, CompanyBlock
 from billing.models import LedgerTransaction, UsageRecord
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
-from billing.services import rating
 from tests.factories import CompanyFactory
 from tests.factories.billing import grant
 from tests.factories.rating import RateFactory, TariffFactory, api_key
@@ -39,13 +38,6 @@ NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 def frozen_clock():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 def run_together(calls: list[Callable[[], object]]) -> list[object]:

@@ -20,7 +20,6 @@ from accounts.services import company_block, company_unblock
 from billing.models import BundleCounter, LedgerPosting, LedgerTransaction, UsageRecord
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
-from billing.services import rating
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
 from tests.factories.billing import grant
 from tests.factories.rating import (
@@ -41,15 +40,6 @@ JP_MOBILE = "+81 90 1234 5678"
 def frozen_clock():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    # Tariff ids are reused after a rollback on SQLite: never let an earlier test's cached
-    # index price this test's events.
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 @pytest.fixture(autouse=True)

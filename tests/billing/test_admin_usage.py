@@ -18,7 +18,6 @@ from djmoney.money import Money
 from accounts.services import staff_groups_sync
 from billing.admin import CappedCountPaginator
 from billing.models import ApiKey, Bundle, Plan, Rate, Tariff, UsageRecord, api_key_hash
-from billing.services import rating
 from billing.services.rating import tariff_index
 from billing.services.tariffs import HEADER, tariff_export
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
@@ -34,14 +33,6 @@ pytestmark = pytest.mark.django_db
 
 HEAD = ",".join(HEADER)
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    # SQLite hands a rolled-back test's ids out again: a stale index could answer.
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from djmoney.money import Money
 from accounts.models import Company, Membership
 from billing.models import BundleCounter, SeatFee, ServiceFee
 from billing.selectors_recurring import format_bundle_quantity
-from billing.services import rating, recurring
+from billing.services import recurring
 from billing.services.usage import UsageEvent, usage_ingest
 from tests.factories import CompanyFactory, MembershipFactory, SubaccountFactory
 from tests.factories.rating import BundleFactory, PlanFactory, RateFactory, TariffFactory, api_key
@@ -40,16 +40,6 @@ def jpy(value) -> Money:
 def frozen_clock():
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def fresh_tariff_indexes():
-    """The rating service caches tariff indexes by (id, version) for the whole process. On
-    SQLite a rolled-back test gives its ids out again, so another test's tariff with the same
-    id and version would be read from the cache: start and end with none cached."""
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 @pytest.fixture

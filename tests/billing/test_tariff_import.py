@@ -17,7 +17,6 @@ from django.core.management.base import CommandError
 
 from billing.exceptions import TariffImportError
 from billing.models import ApiKey, Rate, Tariff, api_key_hash
-from billing.services import rating
 from billing.services.rating import tariff_index
 from billing.services.tariffs import HEADER, tariff_export, tariff_import
 from tests.factories.rating import RateFactory, TariffFactory
@@ -40,14 +39,6 @@ def clock():
     # The commands read the clock (rates "in force now"); tests pass ``now`` to the service.
     with time_machine.travel(NOW, tick=False):
         yield
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    # SQLite hands a rolled-back test's ids out again: a stale index could answer.
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 def csv_text(*rows, header=HEAD) -> str:

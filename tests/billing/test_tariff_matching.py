@@ -10,7 +10,6 @@ from decimal import Decimal
 import pytest
 
 from billing.models import Rate
-from billing.services import rating
 from billing.services.rating import (
     RatingError,
     TariffIndex,
@@ -22,15 +21,6 @@ from tests.factories.rating import EPOCH, RateFactory, TariffFactory
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def empty_index_cache():
-    # The cache is per process and keyed by tariff id; SQLite hands a rolled-back test's
-    # ids out again, so a stale index of an earlier test could answer for a new tariff.
-    rating._cache.clear()
-    yield
-    rating._cache.clear()
 
 
 def find(tariff, service, destination, at=NOW):

@@ -38,7 +38,10 @@ def usage(company, amount, *, at: datetime, service="voice", quantity=60, record
     api_key = ApiKey.objects.get_or_create(
         name="test", defaults={"prefix": "tg_t", "key_hash": "x"}
     )[0]
-    per_record = Decimal(amount) / records
+    # The records add up to the charge exactly (``manage.py reconcile`` checks it): the last
+    # one takes what division leaves.
+    per_record = (Decimal(amount) / records).quantize(Decimal("0.0001"))
+    amounts = [per_record] * (records - 1) + [Decimal(amount) - per_record * (records - 1)]
     UsageRecord.objects.bulk_create(
         [
             UsageRecord(
@@ -51,10 +54,10 @@ def usage(company, amount, *, at: datetime, service="voice", quantity=60, record
                 occurred_at=at,
                 received_at=at,
                 status=UsageRecord.Status.CHARGED,
-                amount=Money(per_record, company.currency),
+                amount=Money(record_amount, company.currency),
                 transaction=result.transaction,
             )
-            for _ in range(records)
+            for record_amount in amounts
         ]
     )
     return result.transaction
