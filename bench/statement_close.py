@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # Issuing queues the statements' emails after commit (one task per batch): the bench
     # pays for publishing them, to an in-process broker that no worker reads, rather than
     # leaving thousands of tasks for another database in a real broker (var/broker).
-    os.environ["CELERY_BROKER_URL"] = "memory://"
+    os.environ["CELERY_BROKER_URL"] = "memory://localhost/"  # a host: kombu warns without
     os.environ.setdefault("DJANGO_DEBUG", "false")
     sys.path.insert(0, str(ROOT))
     try:
