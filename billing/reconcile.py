@@ -67,6 +67,7 @@ class ReconcileReport:
     accounts: int
     lots: int
     companies: int
+    usage_records: int = 0
 
     @property
     def ok(self) -> bool:
@@ -213,6 +214,7 @@ def reconcile(now=None) -> ReconcileReport:
         accounts=LedgerAccount.objects.count(),
         lots=CreditLot.objects.count(),
         companies=Company.objects.count(),
+        usage_records=UsageRecord.objects.count(),
     )
 
 

@@ -172,6 +172,13 @@ def test_a_charged_record_without_a_transaction_is_named(books):
     ) in found
 
 
+def test_the_command_counts_the_usage_records_it_checked(books):
+    out = StringIO()
+    call_command("reconcile", stdout=out, stderr=StringIO())
+    assert out.getvalue().startswith("OK: every invariant holds")
+    assert out.getvalue().rstrip().endswith("2 companies, 4 usage records.")
+
+
 def test_the_command_fails_and_names_the_record(books):
     paid = record("paid")
     UsageRecord.objects.filter(pk=paid.pk).update(bundle_counter_id=MISSING_ID)
