@@ -67,7 +67,7 @@ class ReconcileReport:
     accounts: int
     lots: int
     companies: int
-    usage_records: int = 0
+    usage_records: int
 
     @property
     def ok(self) -> bool:
@@ -301,7 +301,7 @@ def _usage_record_problems() -> list[Problem]:
         for transaction_id, code, charged, recorded_shortfall, taken, shortfall in cursor:
             problems.append(
                 Problem(
-                    f"company {code}",
+                    f"company {code}" if code else "system",
                     f"transaction #{transaction_id} took {_amount(-(taken or 0))} with a "
                     f"shortfall of {_amount(shortfall or 0)}, but its usage records charged "
                     f"{_amount(charged or 0)} with a shortfall of {_amount(recorded_shortfall)}",
