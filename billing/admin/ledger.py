@@ -12,8 +12,9 @@ from django.http import Http404
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.text import Truncator
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
@@ -190,6 +191,7 @@ class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
         "effective_at",
         "actor",
         "cause_display",
+        "usage_records_display",
         "reverses",
         "reversed_by_display",
         "idempotency_key",
@@ -294,6 +296,29 @@ class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
         except NoReverseMatch:  # the cause's model has no admin page
             return f"{cause_type.name} #{obj.cause_id}"
         return format_html('<a href="{}">{} #{}</a>', url, cause_type.name, obj.cause_id)
+
+    @admin.display(description=_("usage records"))
+    def usage_records_display(self, obj):
+        # The records are indexed by company and time, not by transaction: the link narrows
+        # them by both first, with the span of the events the transaction charged.
+        metadata = obj.metadata or {}
+        if obj.kind != LedgerTransaction.Kind.USAGE or "occurred_from" not in metadata:
+            return None
+        query = urlencode(
+            {
+                "company__id__exact": obj.company_id,
+                "occurred_at__gte": metadata["occurred_from"],
+                "occurred_at__lte": metadata["occurred_until"],
+                "transaction__id__exact": obj.pk,
+            }
+        )
+        count = metadata["events"]
+        return format_html(
+            '<a href="{}?{}">{}</a>',
+            reverse("admin:billing_usagerecord_changelist"),
+            query,
+            ngettext("%(count)d event", "%(count)d events", count) % {"count": count},
+        )
 
     @admin.display(description=_("reversed by"))
     def reversed_by_display(self, obj):

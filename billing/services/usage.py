@@ -313,11 +313,12 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
     for company_id, company_records in records_by_company.items():
         charged_ids = sorted(record.event_id for record in company_records)
         digest = hashlib.sha256("\n".join(charged_ids).encode()).hexdigest()[:32]
+        description, metadata = _describe(company_records)
         posts[company_id] = {
             "idempotency_key": f"usage:{api_key_id}:{company_id}:{digest}",
             "fingerprint_payload": {"key": api_key_id, "company": company_id, "events": digest},
-            "description": _describe(company_records),
-            "metadata": {"events": len(charged_ids)},
+            "description": description,
+            "metadata": metadata,
         }
     transactions = books.post(posts, call.revenue_accounts)
     for company_id, company_records in records_by_company.items():
@@ -386,7 +387,10 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
     return None
 
 
-def _describe(records: list[_Row]) -> str:
+def _describe(records: list[_Row]) -> tuple[str, dict]:
+    """A usage transaction's description and metadata: its charged events by service, and
+    the span of their ``occurred_at`` (exact in the metadata, where the admin finds the
+    records from: they are indexed by company and time, not by transaction)."""
     counts: dict[str, int] = defaultdict(int)
     first = last = None
     for record in records:
@@ -397,13 +401,18 @@ def _describe(records: list[_Row]) -> str:
                 first = event.occurred_at
             if last is None or event.occurred_at > last:
                 last = event.occurred_at
+    events = sum(counts.values())
     if first is None:
-        return "Usage"
+        return "Usage", {"events": events}
     parts = ", ".join(f"{service} {count}" for service, count in sorted(counts.items()))
-    return (
-        f"Usage: {sum(counts.values())} events ({parts}), "
-        f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
+    description = (
+        f"Usage: {events} events ({parts}), {first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
     )
+    return description, {
+        "events": events,
+        "occurred_from": first.isoformat(),
+        "occurred_until": last.isoformat(),
+    }
 
 
 def _reject(event: UsageEvent, error: tuple[str, str]) -> UsageOutcome:

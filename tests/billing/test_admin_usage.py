@@ -2,6 +2,8 @@
 admin, rate edits seen by rating, a key's secret shown once, revocation, and usage lists
 whose cost does not grow with the table."""
 
+import html
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -15,12 +17,24 @@ from django.urls import reverse
 from django.utils import timezone
 from djmoney.money import Money
 
+from accounts.models import Company
 from accounts.services import staff_groups_sync
 from billing.admin import CappedCountPaginator
-from billing.models import ApiKey, Bundle, Plan, Rate, Tariff, UsageRecord, api_key_hash
+from billing.models import (
+    ApiKey,
+    Bundle,
+    LedgerTransaction,
+    Plan,
+    Rate,
+    Tariff,
+    UsageRecord,
+    api_key_hash,
+)
 from billing.services.rating import tariff_index
 from billing.services.tariffs import HEADER, tariff_export
+from billing.services.usage import UsageEvent, usage_ingest
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
+from tests.factories.billing import grant
 from tests.factories.rating import (
     BundleFactory,
     RateFactory,
@@ -722,3 +736,96 @@ def test_an_upload_is_read_whole_even_when_django_spools_it_to_disk(admin_client
     response = admin_client.post(import_url(tariff), {"file": upload(HEAD + "\n" + rows)})
     assert response.status_code == 302
     assert Rate.objects.filter(tariff=tariff).count() == 300
+
+
+def _ingest_sms(key, event_ids, at):
+    events = [
+        UsageEvent(
+            id=event_id,
+            account="acme",
+            subaccount=None,
+            service="sms",
+            destination="+15551234567",
+            quantity=Decimal(1),
+            occurred_at=at + timedelta(minutes=number),
+        )
+        for number, event_id in enumerate(event_ids)
+    ]
+    return usage_ingest(api_key=key, events=events, now=NOW)
+
+
+def _usage_link(admin_client, transaction) -> tuple[str, str]:
+    page = admin_client.get(
+        reverse("admin:billing_ledgertransaction_change", args=[transaction.pk])
+    )
+    assert page.status_code == 200
+    found = re.search(r'href="(/admin/billing/usagerecord/\?[^"]+)">([^<]+)</a>', page.text)
+    assert found, "no link to the transaction's usage records"
+    return html.unescape(found.group(1)), found.group(2)
+
+
+@pytest.fixture
+def two_usage_batches():
+    """Two batches of one company: the second's event lies within the first's span."""
+    tariff = TariffFactory()
+    RateFactory(tariff=tariff, service="sms", price=Decimal("3"))
+    CompanyFactory(account_code="acme", tariff=tariff, mode=Company.Mode.POSTPAID)
+    key, _ = api_key()
+    _ingest_sms(key, ["a-1", "a-2", "a-3"], NOW - timedelta(hours=2))
+    _ingest_sms(key, ["b-1"], NOW - timedelta(hours=2) + timedelta(seconds=90))
+    first = LedgerTransaction.objects.get(usage_records__event_id="a-1")
+    return first
+
+
+def test_a_usage_transaction_links_to_exactly_the_records_it_charged(
+    admin_client, two_usage_batches
+):
+    first = two_usage_batches
+    assert first.metadata == {
+        "events": 3,
+        "occurred_from": (NOW - timedelta(hours=2)).isoformat(),
+        "occurred_until": (NOW - timedelta(hours=2) + timedelta(minutes=2)).isoformat(),
+    }
+    url, text = _usage_link(admin_client, first)
+    assert text == "3 events"
+
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    shown = sorted(record.event_id for record in response.context["cl"].result_list)
+    assert shown == ["a-1", "a-2", "a-3"]  # not b-1, charged meanwhile by another batch
+
+
+def test_other_transactions_have_no_usage_link(admin_client):
+    company = CompanyFactory(mode=Company.Mode.PREPAID)
+    grant(company, 100, now=NOW)
+    page = admin_client.get(
+        reverse(
+            "admin:billing_ledgertransaction_change",
+            args=[LedgerTransaction.objects.get(company=company).pk],
+        )
+    )
+    assert page.status_code == 200
+    assert "/admin/billing/usagerecord/?" not in page.text
+
+
+@pytest.mark.postgres
+def test_the_usage_link_reads_the_records_within_the_span_through_an_index(
+    admin_client, two_usage_batches
+):
+    url, _ = _usage_link(admin_client, two_usage_batches)
+    with CaptureQueriesContext(connection) as captured:
+        assert admin_client.get(url).status_code == 200
+    listing = [
+        query["sql"]
+        for query in captured.captured_queries
+        if 'FROM "billing_usagerecord"' in query["sql"] and "COUNT(" not in query["sql"].upper()
+    ]
+    assert listing
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in listing:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            # Read within the span through an index (by company and time, or by time).
+            assert "Seq Scan on billing_usagerecord" not in plan, plan
+            assert re.search(r"Index Cond: \([^\n]*occurred_at >=", plan), plan
