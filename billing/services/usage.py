@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -404,6 +404,8 @@ def _describe(records: list[_Row]) -> tuple[str, dict]:
     events = sum(counts.values())
     if first is None:
         return "Usage", {"events": events}
+    # Events come with the offset the platform sent; the transaction speaks UTC.
+    first, last = first.astimezone(UTC), last.astimezone(UTC)
     parts = ", ".join(f"{service} {count}" for service, count in sorted(counts.items()))
     description = (
         f"Usage: {events} events ({parts}), {first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"

@@ -575,7 +575,13 @@ def test_a_batch_is_one_transaction_whose_postings_sum_its_records_and_every_rec
         transaction=transaction_, account__kind="customer"
     ).values_list("lot__amount", "amount")
     assert sorted(lots) == [(Decimal(40), Decimal(-40)), (Decimal(10_000), Decimal(-97))]
-    assert transaction_.metadata == {"events": 7}
+    # All seven at 11:00 in Tokyo: the description and the span the admin links by are UTC.
+    assert transaction_.metadata == {
+        "events": 7,
+        "occurred_from": "2026-11-20T02:00:00+00:00",
+        "occurred_until": "2026-11-20T02:00:00+00:00",
+    }
+    assert transaction_.description.endswith("2026-11-20 02:00 – 2026-11-20 02:00 UTC")
     assert transaction_.balance_after == company_balance(acme) == jpy(10_040 - 137)
     # A second batch is a second transaction; the first keeps its records.
     post(client, raw, [sms("s3", 1), *events[:2]])
