@@ -216,6 +216,18 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     ]
     readonly_fields = fields
 
+    def changelist_view(self, request, extra_context=None):
+        # Opened from a usage transaction's page: say whose records these are (the filter
+        # is in the address only, the sidebar does not show it).
+        transaction_id = request.GET.get("transaction__id__exact", "")
+        if transaction_id.isdigit():
+            extra_context = {
+                **(extra_context or {}),
+                "title": gettext("Usage records charged by ledger transaction #%(id)s")
+                % {"id": transaction_id},
+            }
+        return super().changelist_view(request, extra_context)
+
     def get_search_results(self, request, queryset, search_term):
         # Exact and case-sensitive (the admin's "=" is case-insensitive, which no index
         # serves): an event id or an account code is copied, not typed from memory. Each

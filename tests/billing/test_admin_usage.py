@@ -793,6 +793,7 @@ def test_a_usage_transaction_links_to_exactly_the_records_it_charged(
     assert response.status_code == 200
     shown = sorted(record.event_id for record in response.context["cl"].result_list)
     assert shown == ["a-1", "a-2", "a-3"]  # not b-1, charged meanwhile by another batch
+    assert f"Usage records charged by ledger transaction #{first.pk}" in response.text
 
 
 def test_other_transactions_have_no_usage_link(admin_client):
