@@ -227,6 +227,8 @@ UNCHECKED_REFERENCES = (
 
 
 # The customer's postings are debits (negative): with the records' charges they net to zero.
+# ``p`` is ``selectors.with_customer_amount`` grouped once for all transactions (that one is a
+# subquery per transaction, and this reads every usage transaction).
 TRANSACTIONS_UNLIKE_THEIR_RECORDS = """
 SELECT r.transaction_id, c.account_code, r.charged, r.shortfall, p.taken, t.shortfall
 FROM (
@@ -301,7 +303,7 @@ def _usage_record_problems() -> list[Problem]:
         for transaction_id, code, charged, recorded_shortfall, taken, shortfall in cursor:
             problems.append(
                 Problem(
-                    f"company {code}" if code else "system",
+                    _code_label(code),
                     f"transaction #{transaction_id} took {_amount(-(taken or 0))} with a "
                     f"shortfall of {_amount(shortfall or 0)}, but its usage records charged "
                     f"{_amount(charged or 0)} with a shortfall of {_amount(recorded_shortfall)}",
@@ -311,4 +313,8 @@ def _usage_record_problems() -> list[Problem]:
 
 
 def _company_label(company: Company | None) -> str:
-    return f"company {company.account_code}" if company else "system"
+    return _code_label(company.account_code if company else None)
+
+
+def _code_label(account_code: str | None) -> str:
+    return f"company {account_code}" if account_code else "system"

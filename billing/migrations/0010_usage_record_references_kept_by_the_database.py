@@ -13,6 +13,8 @@ SQLite (the embedded demo default) has no such triggers; there the admin, which 
 deletion of either, and ``manage.py reconcile`` stand alone.
 """
 
+import importlib
+
 import django.db.models.deletion
 from django.db import migrations, models
 
@@ -39,13 +41,9 @@ DROP TRIGGER IF EXISTS billing_apikey_never_deleted ON billing_apikey;
 DROP FUNCTION IF EXISTS billing_never_deleted();
 """
 
-
-def _on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)  # no placeholders: keep RAISE % as is
-
-    return run
+# Run on PostgreSQL only, with 0002's helper (as 0008 does): SQLite has no such triggers.
+_rules = importlib.import_module("billing.migrations.0002_ledger_database_rules")
+_on_postgresql = _rules._on_postgresql
 
 
 class Migration(migrations.Migration):

@@ -388,22 +388,17 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
 
 
 def _describe(records: list[_Row]) -> tuple[str, dict]:
-    """A usage transaction's description and metadata: its charged events by service, and
-    the span of their ``occurred_at`` (exact in the metadata, where the admin finds the
-    records from: they are indexed by company and time, not by transaction)."""
+    """A usage transaction's description and metadata from its records (one company's
+    charged events, at least one): the events by service, and the span of their
+    ``occurred_at`` (exact in the metadata, where the admin finds the records from: they
+    are indexed by company and time, not by transaction)."""
     counts: dict[str, int] = defaultdict(int)
-    first = last = None
+    first = last = records[0].occurred_at
     for record in records:
-        if record.status == UsageRecord.Status.CHARGED:
-            event = record.planned.event
-            counts[event.service] += 1
-            if first is None or event.occurred_at < first:
-                first = event.occurred_at
-            if last is None or event.occurred_at > last:
-                last = event.occurred_at
-    events = sum(counts.values())
-    if first is None:
-        return "Usage", {"events": events}
+        event = record.planned.event
+        counts[event.service] += 1
+        first, last = min(first, event.occurred_at), max(last, event.occurred_at)
+    events = len(records)
     # Events come with the offset the platform sent; the transaction speaks UTC. The
     # description's minutes are cut from the ISO text (strftime costs twice as much, and
     # this runs for every company of every batch).
