@@ -140,6 +140,7 @@ class StatementAdmin(ReadOnlyAdmin):
                     "number",
                     "kind",
                     "company",
+                    "bill_to",
                     "period",
                     "issued_at",
                     "due_date",
@@ -183,7 +184,15 @@ class StatementAdmin(ReadOnlyAdmin):
     @admin.display(description=_("period"))
     def period(self, obj):
         first, last = obj.period_first_day, obj.period_last_day
-        return f"{first:%Y-%m-%d} – {last:%Y-%m-%d} ({obj.company.billing_timezone})"
+        return f"{first:%Y-%m-%d} – {last:%Y-%m-%d} ({obj.billing_timezone})"
+
+    @admin.display(description=_("bill to (at issue)"))
+    def bill_to(self, obj):
+        # What the document shows, which may differ from the company as it is now.
+        company = obj.parties["company"]
+        return format_html(
+            "{} ({})<br>{}", company["name"], company["account_code"], obj.parties["contact"]
+        )
 
     def get_urls(self):
         return [

@@ -27,6 +27,7 @@ from django.utils import translation
 from .fonts import FAMILY, font_paths
 from .models import Payment, Statement
 from .selectors import (
+    operator_details,
     payment_receipt_lines,
     statement_sections,
     statement_totals,
@@ -48,23 +49,17 @@ CSV_HEADER = [
 ]
 
 
-def operator_details() -> dict:
-    return {
-        "name": settings.OPERATOR_NAME,
-        "address": settings.TOLLGATE_OPERATOR_ADDRESS,
-        "registration": settings.TOLLGATE_OPERATOR_REGISTRATION,
-        "email": settings.DEFAULT_FROM_EMAIL,
-    }
-
-
 def statement_context(statement: Statement) -> dict:
+    """The web page's and the PDF's context. The parties are as the statement recorded them
+    at issue (``Statement.parties``), not as they are now: an issued document never changes."""
+    parties = statement.parties
     return {
         "statement": statement,
-        "company": statement.company,
-        "contact": statement.company.billing_contacts.order_by("id").first(),
+        "company": parties["company"],
+        "contact": parties["contact"],
         "sections": statement_sections(statement),
         "totals": statement_totals(statement),
-        "operator": operator_details(),
+        "operator": parties["operator"],
     }
 
 

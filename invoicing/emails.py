@@ -33,9 +33,9 @@ from django.utils.translation import gettext as _
 
 from accounts.models import BillingContact
 
-from .documents import operator_details, statement_pdf
+from .documents import statement_pdf
 from .models import BillingEmail, Statement
-from .selectors import invoice_open_amount
+from .selectors import invoice_open_amount, operator_details
 
 Kind = BillingEmail.Kind
 Status = BillingEmail.Status

@@ -13,6 +13,7 @@ refuse UPDATE and DELETE of statements and their lines (migration 0002). A corre
 credit note or an adjustment, which shows on the next statement.
 """
 
+import zoneinfo
 from datetime import date, timedelta
 
 from django.conf import settings
@@ -158,6 +159,11 @@ class Statement(ImmutableModel):
     currency = models.CharField(_("currency"), max_length=3)
     tax_rate = models.DecimalField(_("tax rate"), max_digits=5, decimal_places=4)
     language = models.CharField(_("language"), max_length=8, default="en")
+    # Who issued the statement and to whom, as they stood at issue (``statement_parties``):
+    # the operator's name, address, registration and email; the company's name, account
+    # code and billing time zone; its first billing contact. The document shows these, so
+    # renaming the company or changing a setting later does not change an issued statement.
+    parties = models.JSONField(_("parties at issue"), default=dict)
     balance_forward = money_field(_("balance forward"))
     new_charges = money_field(_("new charges"))
     adjustments = money_field(_("adjustments"))
@@ -236,13 +242,20 @@ class Statement(ImmutableModel):
         )
 
     @property
+    def billing_timezone(self) -> str:
+        """The company's billing time zone when the statement was issued: its period's days
+        are that zone's days, whatever the company's zone is now."""
+        return self.parties["company"]["billing_timezone"]
+
+    @property
     def period_first_day(self) -> date:
-        return self.period_start.astimezone(self.company.tzinfo).date()
+        return self.period_start.astimezone(zoneinfo.ZoneInfo(self.billing_timezone)).date()
 
     @property
     def period_last_day(self) -> date:
         """The period's last day in the billing time zone (``period_end`` is exclusive)."""
-        return (self.period_end.astimezone(self.company.tzinfo) - timedelta(days=1)).date()
+        end = self.period_end.astimezone(zoneinfo.ZoneInfo(self.billing_timezone))
+        return (end - timedelta(days=1)).date()
 
     @property
     def credit_balance(self):

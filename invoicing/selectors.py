@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 from djmoney.money import Money
@@ -25,6 +26,40 @@ from .models import (
 Group = StatementLine.Group
 CSV_CHUNK = 2000
 ZERO = Decimal(0)
+
+
+def operator_details() -> dict:
+    """The operator as its documents name it (settings)."""
+    return {
+        "name": settings.OPERATOR_NAME,
+        "address": settings.TOLLGATE_OPERATOR_ADDRESS,
+        "registration": settings.TOLLGATE_OPERATOR_REGISTRATION,
+        "email": settings.DEFAULT_FROM_EMAIL,
+    }
+
+
+def statement_parties(companies: Iterable[Company]) -> dict[int, dict]:
+    """What a statement issued now records of who issues it and to whom
+    (``Statement.parties``), by company id: one query for the billing contacts."""
+    companies = list(companies)
+    contacts: dict[int, str] = {}
+    for contact in BillingContact.objects.filter(
+        company_id__in=[company.pk for company in companies]
+    ).order_by("company_id", "id"):
+        contacts.setdefault(contact.company_id, str(contact))
+    operator = operator_details()
+    return {
+        company.pk: {
+            "operator": operator,
+            "company": {
+                "name": company.name,
+                "account_code": company.account_code,
+                "billing_timezone": company.billing_timezone,
+            },
+            "contact": contacts.get(company.pk, ""),
+        }
+        for company in companies
+    }
 
 
 def company_statements(company: Company) -> QuerySet[Statement]:

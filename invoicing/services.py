@@ -64,6 +64,7 @@ from .models import (
     StatementRunItem,
 )
 from .numbering import numbers_take
+from .selectors import statement_parties
 from .statement_content import (
     GROUP_ORDER,
     LAST_INSTANT,
@@ -312,6 +313,7 @@ def _write(
         else Statement.Kind.ACCOUNT_STATEMENT
         for draft in drafts
     }
+    parties = statement_parties(draft.company for draft in drafts)
     series_names = {f"{SERIES_PREFIX[kind]}-{year}" for kind in kinds.values()}
     numbers = numbers_take(
         [f"{SERIES_PREFIX[kinds[draft.company.pk]]}-{year}" for draft in drafts], series_names
@@ -340,6 +342,7 @@ def _write(
                 currency=draft.currency,
                 tax_rate=draft.company.tax_rate if postpaid else ZERO,
                 language=draft.company.language,
+                parties=parties[draft.company.pk],
                 balance_forward=draft.money(draft.balance_forward),
                 new_charges=draft.money(sums[Group.BASE_FEE] + sums[Group.USAGE]),
                 adjustments=draft.money(sums[Group.ADJUSTMENT]),
