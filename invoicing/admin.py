@@ -188,11 +188,7 @@ class StatementAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("bill to (at issue)"))
     def bill_to(self, obj):
-        # What the document shows, which may differ from the company as it is now.
-        company = obj.parties["company"]
-        return format_html(
-            "{} ({})<br>{}", company["name"], company["account_code"], obj.parties["contact"]
-        )
+        return bill_to(obj)
 
     def get_urls(self):
         return [
@@ -343,6 +339,14 @@ class PaymentAllocationInline(admin.TabularInline):
         return super().get_queryset(request).select_related("statement")
 
 
+def bill_to(document: Statement | Payment) -> str:
+    """Whom the document names, which may differ from the company as it is now."""
+    company = document.parties["company"]
+    return format_html(
+        "{} ({})<br>{}", company["name"], company["account_code"], document.parties["contact"]
+    )
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     """Payments are recorded through the service (add form) and never changed afterwards."""
@@ -362,8 +366,18 @@ class PaymentAdmin(ReadOnlyAdmin):
     list_select_related = ["company", "recorded_by"]
     search_fields = ["receipt_number", "reference", "company__account_code", "company__name"]
     inlines = [PaymentAllocationInline]
-    readonly_fields = [*list_display[:-1], "recorded_at", "transaction", "receipt_link"]
-    exclude = []
+    readonly_fields = [
+        *list_display[:-1],
+        "bill_to",
+        "recorded_at",
+        "transaction",
+        "receipt_link",
+    ]
+    exclude = ["parties"]
+
+    @admin.display(description=_("bill to (at issue)"))
+    def bill_to(self, obj):
+        return bill_to(obj)
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("invoicing.add_payment")

@@ -27,7 +27,6 @@ from django.utils import translation
 from .fonts import FAMILY, font_paths
 from .models import Payment, Statement
 from .selectors import (
-    operator_details,
     payment_receipt_lines,
     statement_sections,
     statement_totals,
@@ -181,14 +180,16 @@ def statement_pdf(statement: Statement) -> bytes:
 
 
 def receipt_context(payment: Payment) -> dict:
+    """As ``statement_context``: the parties as the payment recorded them."""
     allocations, unallocated = payment_receipt_lines(payment)
     return {
         "payment": payment,
-        "company": payment.company,
-        "contact": payment.company.billing_contacts.order_by("id").first(),
+        "language": payment.company.language,
+        "company": payment.parties["company"],
+        "contact": payment.parties["contact"],
         "allocations": allocations,
         "unallocated": unallocated,
-        "operator": operator_details(),
+        "operator": payment.parties["operator"],
     }
 
 

@@ -159,7 +159,7 @@ class Statement(ImmutableModel):
     currency = models.CharField(_("currency"), max_length=3)
     tax_rate = models.DecimalField(_("tax rate"), max_digits=5, decimal_places=4)
     language = models.CharField(_("language"), max_length=8, default="en")
-    # Who issued the statement and to whom, as they stood at issue (``statement_parties``):
+    # Who issued the statement and to whom, as they stood at issue (``document_parties``):
     # the operator's name, address, registration and email; the company's name, account
     # code and billing time zone; its first billing contact. The document shows these, so
     # renaming the company or changing a setting later does not change an issued statement.
@@ -380,6 +380,9 @@ class Payment(models.Model):
     reference = models.CharField(_("reference"), max_length=200, blank=True)
     status = models.CharField(_("status"), max_length=12, choices=Status)
     receipt_number = models.CharField(_("receipt"), max_length=40, unique=True)
+    # The parties as they stood when the payment was recorded: its receipt shows these (see
+    # ``Statement.parties``).
+    parties = models.JSONField(_("parties at issue"), default=dict)
     recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,

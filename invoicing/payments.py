@@ -31,7 +31,7 @@ from billing.services import ledger
 from .exceptions import PaymentRefused
 from .models import OPEN_PAYMENT_STATUSES, Payment, PaymentAllocation, Statement
 from .numbering import numbers_take
-from .selectors import open_amounts
+from .selectors import document_parties, open_amounts
 
 RECEIPT_PREFIX = "RCP"
 CASH_ACCOUNT = (LedgerAccount.Kind.CASH, "cash")
@@ -109,6 +109,7 @@ def payment_record(
     open_amount = open_amounts(open_invoices)
     plan = _allocation_plan(amount, open_invoices, open_amount, allocations)
 
+    parties = document_parties([company])[company.pk]
     series = f"{RECEIPT_PREFIX}-{now.astimezone(company.tzinfo):%Y}"
     [(_, number)] = numbers_take([series], {series})
     payment = Payment.objects.create(
@@ -120,6 +121,7 @@ def payment_record(
         reference=reference.strip(),
         status=Payment.Status.SUCCESSFUL,
         receipt_number=number,
+        parties=parties,
         recorded_by=actor,
     )
     payment.transaction = _post_to_ledger(company, payment, now)

@@ -38,9 +38,10 @@ def operator_details() -> dict:
     }
 
 
-def statement_parties(companies: Iterable[Company]) -> dict[int, dict]:
-    """What a statement issued now records of who issues it and to whom
-    (``Statement.parties``), by company id: one query for the billing contacts."""
+def document_parties(companies: Iterable[Company]) -> dict[int, dict]:
+    """What a document issued now records of who issues it and to whom
+    (``Statement.parties``, ``Payment.parties``), by company id: one query for the billing
+    contacts."""
     companies = list(companies)
     contacts: dict[int, str] = {}
     for contact in BillingContact.objects.filter(

@@ -64,7 +64,7 @@ from .models import (
     StatementRunItem,
 )
 from .numbering import numbers_take
-from .selectors import statement_parties
+from .selectors import document_parties
 from .statement_content import (
     GROUP_ORDER,
     LAST_INSTANT,
@@ -313,7 +313,7 @@ def _write(
         else Statement.Kind.ACCOUNT_STATEMENT
         for draft in drafts
     }
-    parties = statement_parties(draft.company for draft in drafts)
+    parties = document_parties(draft.company for draft in drafts)
     series_names = {f"{SERIES_PREFIX[kind]}-{year}" for kind in kinds.values()}
     numbers = numbers_take(
         [f"{SERIES_PREFIX[kinds[draft.company.pk]]}-{year}" for draft in drafts], series_names

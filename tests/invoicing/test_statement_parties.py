@@ -1,10 +1,12 @@
-"""An issued statement shows the parties as they were at issue (``Statement.parties``): the
-company renamed, moved to another billing time zone or given other contacts, and the
-operator's details changed, leave its web page, PDF and admin page as they were."""
+"""An issued statement and a payment's receipt show the parties as they were at issue
+(``Statement.parties``, ``Payment.parties``): the company renamed, moved to another billing
+time zone or given other contacts, and the operator's details changed, leave the statement's
+web page, PDF and admin page, and the receipt, as they were."""
 
 import importlib
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,10 +15,12 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 from django.urls import reverse
+from djmoney.money import Money
 from pypdf import PdfReader
 
 from accounts.models import BillingContact, Company, Membership
-from invoicing.models import Statement
+from invoicing.models import Payment, Statement
+from invoicing.payments import payment_record
 from invoicing.services import statement_issue, statements_issue
 from tests.factories import BillingContactFactory, CompanyFactory, MembershipFactory
 
@@ -160,3 +164,45 @@ def test_the_migration_records_the_parties_of_statements_issued_before_it(issued
     # The trigger is on again: the statement is final.
     with pytest.raises(DatabaseError, match="final once issued"), transaction.atomic():
         Statement.objects.filter(pk=issued.pk).update(parties={})
+
+
+@pytest.fixture
+def paid(client, issued):
+    with override_settings(**AT_ISSUE):
+        return payment_record(
+            company=issued.company,
+            amount=Money(issued.invoice_amount.amount, issued.currency),
+            received_on=date(2026, 12, 20),
+            reference="BANK-1",
+            now=AFTER_ALL,
+        )
+
+
+def test_a_receipt_shows_the_parties_when_the_payment_was_recorded(client, admin_client, paid):
+    assert Payment.objects.get(pk=paid.pk).parties["company"]["name"] == "Kumo Voice GK"
+    change_everything(Statement.objects.get(company=paid.company))
+    with override_settings(**LATER):
+        response = client.get(reverse("portal:payment_receipt", args=[paid.pk]))
+        admin_page = admin_client.get(
+            reverse("admin:invoicing_payment_change", args=[paid.pk])
+        ).text
+    pdf = PdfReader(io.BytesIO(response.content))
+    text = " ".join("".join(page.extract_text() for page in pdf.pages).split())
+    for shown in ("Kumo Voice GK", "Aiko Sato", "Kumo Networks KK", "T1234567890123"):
+        assert shown in text, shown
+    for not_shown in ("Renamed", "Ken Mori", "T9999999999999"):
+        assert not_shown not in text, not_shown
+    assert "Kumo Voice GK" in admin_page and "Aiko Sato &lt;aiko@kumo.example&gt;" in admin_page
+
+
+def test_the_migration_records_the_parties_of_payments_recorded_before_it(paid):
+    Payment.objects.filter(pk=paid.pk).update(parties={})
+    change_everything(Statement.objects.get(company=paid.company))
+    migration = importlib.import_module("invoicing.migrations.0008_payment_parties_at_issue")
+    with override_settings(**LATER):
+        # It runs no schema statement (SQLite's schema editor cannot open in a test).
+        migration.record_parties(apps, SimpleNamespace(connection=connection))
+    parties = Payment.objects.get(pk=paid.pk).parties
+    assert parties["company"]["name"] == "Renamed Company KK"
+    assert parties["contact"] == "Ken Mori <ken@renamed.example>"
+    assert parties["operator"]["name"] == "Renamed Operator Ltd"
