@@ -36,6 +36,7 @@ from billing.forms import (
     ModeSwitchForm,
 )
 from billing.services import ledger
+from billing.services.ledger import company_details_save
 
 from . import services
 from .models import BillingContact, Company, CompanyBlock, Membership, Subaccount
@@ -128,6 +129,14 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
             (_("Recurring charges"), {"fields": self.recurring_fields_for(request)}),
             (_("Opened"), {"fields": ["created_at"]}),
         ]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the form changed, under the company's lock: a whole-row save would write
+        # back the status, blocks and mode as this request read them.
+        company_details_save(company=obj, fields=form.changed_data)
 
     @admin.display(description=_("active seats"), ordering="_active_seats")
     def active_seats(self, obj):

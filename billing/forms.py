@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django import forms
 from django.core.validators import MinValueValidator
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, CompanyBlock
@@ -60,6 +61,16 @@ class MoneyActionForm(StaffActionForm):
         },
     )
 
+    def clean_expires_on(self) -> date | None:
+        """For the forms that have the field: at most ten years ahead."""
+        day = self.cleaned_data.get("expires_on")
+        today = timezone.now().astimezone(self.company.tzinfo).date()
+        if day is not None and day > today + LONGEST_EXPIRY:
+            raise forms.ValidationError(
+                _("Credit expires within ten years at most."), code="too_far"
+            )
+        return day
+
     def _post_clean(self):
         super()._post_clean()
         if "idempotency_key" in self.errors:
@@ -86,6 +97,11 @@ def clean_currency_amount(amount: Decimal, currency: str) -> Decimal:
             message, code="decimals", params={"currency": currency, "places": places}
         )
     return quantize_amount(amount, currency)
+
+
+# As ``CreditsGrantForm.lifetime_days``: credit given for longer is a typo (and a date near
+# the calendar's end has no next midnight to expire at).
+LONGEST_EXPIRY = timedelta(days=3650)
 
 
 def end_of_day(day, company: Company) -> datetime:

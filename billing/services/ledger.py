@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import insort
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -377,18 +377,25 @@ def ledger_reverse(
         raise ReversalRefused(f"Transaction #{original.pk} has already been reversed.")
 
     postings = []
+    # Credit taken from lots that have expired since goes back as ONE new lot: a lot is
+    # granted by one transaction, and a charge may have spent several lots.
+    returned_unlotted = ZERO
     for posting in original.postings.select_related("account").order_by("id"):
         value = posting.amount.amount
         if posting.account_id != book.account.pk:
             postings.append((posting.account, -value, None))
         elif value > 0:
             postings.extend(book.take_back_from_lot(posting.lot_id, value, original))
-        elif value < 0:
+        elif value < 0 and posting.lot_id is not None and book.lot_unexpired(posting.lot_id):
             postings.extend(
                 book.credit(-value, source=Source.ADJUSTMENT, into_lot_id=posting.lot_id)
             )
+        elif value < 0:
+            returned_unlotted -= value
         else:
             postings.append((posting.account, ZERO, None))
+    if returned_unlotted:
+        postings.extend(book.credit(returned_unlotted, source=Source.ADJUSTMENT))
     description = f"Reversal of #{original.pk} ({original.description}): {reason.strip()}"
     transaction_ = book.add_transaction(
         kind=Kind.REVERSAL,
@@ -505,6 +512,46 @@ def company_mode_switch(
     return company
 
 
+# The company fields staff edit on its admin form once it is open. Mode and currency have
+# their own actions; status and the blocked reason follow the blocks.
+COMPANY_DETAIL_FIELDS = (
+    "account_code", "name", "language", "billing_timezone", "tax_rate", "credit_limit", "tariff",
+)  # fmt: skip
+
+
+@transaction.atomic
+def company_details_save(
+    *, company: Company, fields: Iterable[str], now: datetime | None = None
+) -> Company:
+    """Write ``fields`` of ``company`` (validated by the caller, as it holds them) under
+    the company's row lock, and nothing else: a block or a mode switch committed since the
+    caller read the company stays as it is. A changed credit limit is applied at once: a
+    postpaid company at or beyond the new limit is blocked, and a credit-limit block is
+    lifted once the company is back under it (without waiting for its next charge)."""
+    unknown = set(fields) - set(COMPANY_DETAIL_FIELDS)
+    if unknown:
+        raise ValueError(f"Not company details: {sorted(unknown)}")
+    fields = [name for name in COMPANY_DETAIL_FIELDS if name in set(fields)]
+    book = _CompanyBook(company, now or timezone.now())
+    if not fields:
+        return company
+    columns = [
+        column
+        for name in fields
+        for column in (
+            ("credit_limit", "credit_limit_currency") if name == "credit_limit" else (name,)
+        )
+    ]
+    company.save(update_fields=columns)
+    for column in columns:
+        setattr(book.company, column, getattr(company, column))
+    if "credit_limit" in fields:
+        if book._credit_limit_reached():
+            book.block_pending = CompanyBlock.Reason.CREDIT_LIMIT
+        book.sync_blocks()
+    return company
+
+
 # --- The locked state of one company --------------------------------------------------------
 
 
@@ -609,6 +656,9 @@ class _CompanyBook:
         if lot.id not in self.lots:
             self.lots[lot.id] = lot
             self.lot_remaining[lot.id] = lot.remaining.amount
+
+    def lot_unexpired(self, lot_id: int) -> bool:
+        return self.locked_lot(lot_id).expires_at > self.now
 
     def locked_lot(self, lot_id: int) -> CreditLot:
         if lot_id not in self.lots:

@@ -143,3 +143,100 @@ def test_block_list_shows_who_blocked_and_why_and_is_read_only(admin_client):
     delete = reverse("admin:accounts_companyblock_delete", args=[block.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert CompanyBlock.objects.filter(pk=block.pk).exists()
+
+
+def company_form(company, **changes) -> dict:
+    """The company change form as the admin draws it, with ``changes``."""
+    data = {
+        "account_code": company.account_code,
+        "name": company.name,
+        "language": company.language,
+        "billing_timezone": company.billing_timezone,
+        "tax_rate": str(company.tax_rate),
+        "credit_limit_0": "" if company.credit_limit is None else str(company.credit_limit.amount),
+        "credit_limit_1": company.currency,
+        "billing_contacts-TOTAL_FORMS": "0",
+        "billing_contacts-INITIAL_FORMS": "0",
+        "subaccounts-TOTAL_FORMS": "0",
+        "subaccounts-INITIAL_FORMS": "0",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    return {**data, **changes}
+
+
+def postpaid_at_its_limit():
+    from datetime import UTC, datetime
+
+    from djmoney.money import Money
+
+    from accounts.models import Company
+    from tests.factories.billing import charge
+
+    company = CompanyFactory(mode=Company.Mode.POSTPAID, credit_limit=Money(1000, "JPY"))
+    charge(company, 1000, now=datetime.now(tz=UTC))
+    company.refresh_from_db()
+    assert company.status == Company.Status.BLOCKED
+    return company
+
+
+def test_raising_the_credit_limit_lifts_the_credit_limit_block_at_once(admin_client):
+    from accounts.models import Company, CompanyBlock
+
+    company = postpaid_at_its_limit()
+    response = admin_client.post(
+        reverse("admin:accounts_company_change", args=[company.pk]),
+        company_form(company, credit_limit_0="50000"),
+    )
+    assert response.status_code == 302
+    company.refresh_from_db()
+    assert company.status == Company.Status.ACTIVE and company.credit_limit.amount == 50000
+    block = CompanyBlock.objects.get(company=company, reason="credit_limit")
+    assert block.lifted_at is not None and block.lift_note == "Back under the credit limit"
+
+
+def test_lowering_the_credit_limit_below_the_debt_blocks_at_once(admin_client):
+    from datetime import UTC, datetime
+
+    from djmoney.money import Money
+
+    from accounts.models import Company
+    from tests.factories.billing import charge
+
+    company = CompanyFactory(mode=Company.Mode.POSTPAID, credit_limit=Money(5000, "JPY"))
+    charge(company, 1000, now=datetime.now(tz=UTC))
+    admin_client.post(
+        reverse("admin:accounts_company_change", args=[company.pk]),
+        company_form(company, credit_limit_0="800"),
+    )
+    company.refresh_from_db()
+    assert company.status == Company.Status.BLOCKED
+    assert company.blocked_reason == "Credit limit reached"
+
+
+def test_saving_the_company_form_keeps_a_block_set_since_the_page_was_read(admin_client):
+    """The form writes what it changed, not the whole row as it read it: a block committed
+    between the admin's read and its write stays (and the company stays blocked)."""
+    from accounts.admin import CompanyAdmin
+    from accounts.models import Company
+    from accounts.services import company_block
+
+    company = CompanyFactory()
+    original = CompanyAdmin.save_model
+
+    def block_meanwhile(self, request, obj, form, change):
+        company_block(company=Company.objects.get(pk=obj.pk), reason="manual", actor=request.user)
+        original(self, request, obj, form, change)
+
+    CompanyAdmin.save_model = block_meanwhile
+    try:
+        admin_client.post(
+            reverse("admin:accounts_company_change", args=[company.pk]),
+            company_form(company, name="Renamed KK"),
+        )
+    finally:
+        CompanyAdmin.save_model = original
+    company.refresh_from_db()
+    assert company.name == "Renamed KK"
+    assert company.status == Company.Status.BLOCKED
+    assert company.blocked_reason == "Blocked by staff"

@@ -132,6 +132,18 @@ def test_adjusting_a_balance_through_the_admin_posts_once_and_logs_it(
     assert any("already posted" in message for message in messages_of(response))
 
 
+@pytest.mark.parametrize("action", ["adjust_balance", "grant_credits"])
+def test_an_expiry_beyond_ten_years_is_a_form_error_not_a_crash(admin_client, prepaid, action):
+    url = action_url(prepaid, action)
+    for day in ("9999-12-31", "2040-01-01"):
+        data = {"amount": "500", "source": "grant", "expires_on": day, "reason": "Far away"}
+        data["idempotency_key"] = drawn_key(admin_client, url)
+        response = admin_client.post(url, data)
+        assert response.status_code == 200
+        assert "Credit expires within ten years at most." in response.text
+    assert company_balance(prepaid) == jpy(1000)
+
+
 def test_a_prepaid_adjustment_credit_is_usable_through_the_chosen_day(admin_client, prepaid):
     url = action_url(prepaid, "adjust_balance")
     admin_client.post(

@@ -337,6 +337,21 @@ def test_expire_credits_command_refuses_a_bad_instant():
 
     with pytest.raises(CommandError, match="not an ISO 8601 instant"):
         call_command("expire_credits", "--at", "tomorrow")
+    with pytest.raises(CommandError, match="not an ISO 8601 instant"):
+        call_command("expire_credits", "--at", "2026-02-30T00:00:00+00:00")
+    with pytest.raises(CommandError, match="in the future"):
+        call_command("expire_credits", "--at", "9999-12-31T23:59:59-05:00")
+
+
+def test_expire_credits_command_refuses_an_instant_in_the_future(prepaid):
+    from django.core.management import CommandError, call_command
+
+    grant(prepaid, 500, now=datetime.now(tz=UTC), days=90)
+    later = (datetime.now(tz=UTC) + timedelta(days=365)).isoformat()
+    with pytest.raises(CommandError, match="in the future"):
+        call_command("expire_credits", "--at", later)
+    assert company_balance(prepaid) == jpy(500)
+    assert not LedgerTransaction.objects.filter(kind="expiry").exists()
 
 
 def test_adjust_prepaid_credit_makes_a_lot_and_debit_cannot_exceed_available(prepaid):
@@ -397,6 +412,21 @@ def test_reversing_a_charge_whose_lot_expired_credits_a_new_lot(prepaid):
     fresh = CreditLot.objects.filter(company=prepaid, source="adjustment").get()
     assert fresh.remaining == jpy(60) and fresh.expires_at > later
     assert company_available(prepaid, later) == jpy(60)
+
+
+def test_reversing_a_charge_over_two_lots_that_both_expired_credits_one_new_lot(prepaid):
+    # A lot is granted by one transaction: two new lots for one reversal broke that rule.
+    grant(prepaid, 200, now=NOW, days=1)
+    grant(prepaid, 200, now=NOW, days=2)
+    charged = charge(prepaid, 265, now=NOW)
+    later = NOW + timedelta(days=3)
+    ledger.credits_expire(company=prepaid, now=later)
+    reversal = ledger.ledger_reverse(
+        transaction=charged.transaction, reason="Dispute won", now=later
+    )
+    fresh = CreditLot.objects.filter(company=prepaid, source="adjustment").get()
+    assert fresh.remaining == jpy(265) and fresh.grant_transaction == reversal
+    assert company_available(prepaid, later) == jpy(265)
 
 
 def test_reversing_a_grant_whose_credit_was_used_is_refused(prepaid):

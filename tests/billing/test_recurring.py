@@ -120,6 +120,16 @@ def test_run_recurring_refuses_a_bad_date():
         call_command("run_recurring", "--date", "2026-13-40")
 
 
+def test_run_recurring_refuses_a_day_that_has_not_come_anywhere(postpaid):
+    plan = PlanFactory(monthly_fee=jpy(1000))
+    recurring.subscription_order(company=postpaid, plan=plan, at=datetime(2026, 7, 5, tzinfo=TOKYO))
+    charged = RecurringCharge.objects.count()
+    for day in ("9999-12-31", (datetime.now(tz=UTC) + timedelta(days=2)).date().isoformat()):
+        with pytest.raises(CommandError, match="in the future"):
+            call_command("run_recurring", "--date", day)
+    assert RecurringCharge.objects.count() == charged
+
+
 def test_seat_fee_counts_active_subaccounts_at_the_charge_instant(postpaid):
     at = datetime(2026, 11, 1, tzinfo=TOKYO)
     SubaccountFactory.create_batch(3, company=postpaid, created_at=at - timedelta(days=10))
