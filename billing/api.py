@@ -17,7 +17,7 @@ from djmoney.money import Money
 from ninja import Field, Router, Schema, Status
 from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer
-from pydantic import AfterValidator, AwareDatetime, BaseModel
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator
 
 from accounts.models import Company
 
@@ -88,7 +88,14 @@ def _plausible_instant(value: datetime) -> datetime:
     return value
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
+def _iso_text(value):
+    # pydantic would take a JSON number as Unix time; the contract asks for ISO 8601 text.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date and time with an offset, as text")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_plausible_instant)]
 Text = Annotated[str, AfterValidator(_no_nul)]
 OptionalText = Annotated[str | None, AfterValidator(_no_nul)]
 

@@ -18,6 +18,7 @@ from accounts.models import Company, CompanyBlock
 
 from .models import (
     ApiKey,
+    Bundle,
     CreditLot,
     PhoneNumber,
     Plan,
@@ -27,6 +28,8 @@ from .models import (
     Subscription,
 )
 from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
+from .rating import COUNTRY_SERVICES, NUMBER_SERVICES
+from .services.rating import COUNTRIES
 from .services.tariffs import HEADER, destination_clean
 
 # Room for ¥99,999,999,999 with the ledger's four decimals, far inside the 19-digit columns.
@@ -305,6 +308,45 @@ class RateAdminForm(forms.ModelForm):
             self.add_error("effective_until", _("Must be later than “effective from”."))
         # The model's checks (one start per service and destination) run after this, on
         # the destination as stored.
+        return cleaned
+
+
+class BundleForm(forms.ModelForm):
+    """A bundle's destinations as usage is matched against them: number prefixes in digits
+    (a leading + is dropped), upper-case countries, none for services priced without one."""
+
+    class Meta:
+        model = Bundle
+        fields = ["name", "service", "destinations", "included_quantity"]
+
+    def clean(self):
+        cleaned = super().clean()
+        service, destinations = cleaned.get("service"), cleaned.get("destinations")
+        if service is None or not destinations:
+            return cleaned
+        kept, refused = [], []
+        for entry in destinations.replace(",", " ").upper().split():  # as typed, but for case
+            digits = entry.removeprefix("+")
+            if service in NUMBER_SERVICES and digits.isascii() and digits.isdigit():
+                kept.append(digits)
+            elif service in COUNTRY_SERVICES and entry in COUNTRIES:
+                kept.append(entry)
+            else:
+                refused.append(entry)
+        if refused:
+            if service in NUMBER_SERVICES:
+                wanted = _("number prefixes such as +8190")
+            elif service in COUNTRY_SERVICES:
+                wanted = _("ISO 3166 alpha-2 countries such as JP")
+            else:
+                wanted = _("nothing: this service has no destinations")
+            self.add_error(
+                "destinations",
+                _("Not a destination of %(service)s: %(entries)s. Give %(wanted)s.")
+                % {"service": service, "entries": ", ".join(refused), "wanted": wanted},
+            )
+        else:
+            cleaned["destinations"] = " ".join(kept)
         return cleaned
 
 

@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Company
 
 from ..exceptions import InvalidAmount, TariffImportError
-from ..forms import PlanAdminForm, RateAdminForm, SubscriptionAddForm, TariffImportForm
+from ..forms import BundleForm, PlanAdminForm, RateAdminForm, SubscriptionAddForm, TariffImportForm
 from ..models import Bundle, BundleCounter, Plan, Rate, Subscription, Tariff
 from ..services import recurring, tariffs
 from .base import ActionDone, CappedCountPaginator, ReadOnlyAdmin, StaffActionMixin
@@ -251,6 +251,7 @@ class RateAdmin(admin.ModelAdmin):
 
 class BundleInline(admin.TabularInline):
     model = Bundle
+    form = BundleForm
     extra = 0
     fields = ["name", "service", "destinations", "included_quantity"]
 

@@ -92,8 +92,9 @@ class Bundle(LoadedWithoutInit, models.Model):
 
 
 def destination_list(destinations: str) -> list[str]:
-    """A bundle's destinations field as prefixes/countries (spaces or commas between)."""
-    return [d for d in destinations.replace(",", " ").upper().split() if d]
+    """A bundle's destinations field as prefixes/countries (spaces or commas between; a
+    number's leading + is not part of the prefix that usage is matched against)."""
+    return [d.removeprefix("+") for d in destinations.replace(",", " ").upper().split() if d]
 
 
 def destinations_cover(destinations: str, destination: str | None) -> bool:

@@ -58,7 +58,7 @@ def normalise_destination(service: str, destination: str | None) -> str:
     if service in NUMBER_SERVICES:
         digits = (destination or "").strip().replace(" ", "").replace("-", "")
         digits = digits[1:] if digits.startswith("+") else digits
-        if not (digits.isdigit() and 4 <= len(digits) <= 15):
+        if not (digits.isascii() and digits.isdigit() and 4 <= len(digits) <= 15):
             raise RatingError(
                 "invalid_destination", f"{service} needs an E.164 number such as +81312345678."
             )

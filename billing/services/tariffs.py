@@ -172,17 +172,22 @@ def _instant(name: str, value: str, *, required: bool) -> datetime | None:
         return None
     try:
         instant = datetime.fromisoformat(value)
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
+        # The calendar's ends (0001, 9999) may not even convert to UTC: as the API, only
+        # instants from 1970 to 2999 are taken.
+        utc = instant.astimezone(UTC) if instant.tzinfo is not None else None
+        if utc is not None and not 1970 <= utc.year <= 2999:
+            utc = None
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
         raise ValueError(
             gettext(
-                "%(name)s “%(value)s” is not an ISO 8601 instant with a UTC offset, such as "
-                "2026-04-01T00:00:00+09:00."
+                "%(name)s “%(value)s” is not an ISO 8601 instant with a UTC offset between "
+                "1970 and 2999, such as 2026-04-01T00:00:00+09:00."
             )
             % {"name": name, "value": value}
         )
-    return instant.astimezone(UTC)
+    return utc
 
 
 # --- Reading a file -------------------------------------------------------------------------

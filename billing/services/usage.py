@@ -276,7 +276,9 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
                 quantity=event.quantity,
                 unit_price=rate.price,
                 currency=batch.company.currency,
-                bundle_left=sum((counter.left for counter in covering), ZERO),
+                # A counter can be over its bundle (staff lowered the included quantity in
+                # the period): it has nothing left, and hides nothing another one has.
+                bundle_left=sum((max(counter.left, ZERO) for counter in covering), ZERO),
                 connection_fee=rate.connection_fee,
                 minimum=rate.minimum_seconds,
                 first=rate.first_increment,
@@ -659,6 +661,7 @@ class _Bundles:
                 record.occurred_at
                 for record in records
                 if record.status == UsageRecord.Status.CHARGED
+                and record.planned.company.id == subscription.company_id
                 and subscription.is_live(record.occurred_at)
             ]
             if used:

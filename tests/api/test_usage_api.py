@@ -183,6 +183,7 @@ def test_bundle_is_used_first_then_overage(client, setup):
         {"events": [{"id": "x"}]},
         {"events": [event(str(i)) for i in range(1001)]},
         {"events": [event("x", occurred_at="2026-11-20T11:00:00")]},
+        {"events": [event("x", occurred_at=1794000000)]},  # not Unix time: ISO 8601 text
         {"events": [event("", quantity=1)]},
         {"events": [event("x", quantity="lots")]},
     ],

@@ -752,3 +752,78 @@ def test_a_call_cut_off_between_groups_keeps_whole_companies_and_its_replay_char
     assert [r["status"] for r in results] == ["duplicate", "duplicate", "charged", "charged"]
     assert company_balance(first) == jpy(994)
     assert company_balance(second) == jpy(994)
+
+
+# --- Found in review: each of these was charged wrongly before --------------------------------
+
+
+def test_another_companys_usage_does_not_start_a_first_use_paygo_fee(client, tariff, key):
+    """Two companies in one call's group: the PAYGO fee of the one that used nothing yet
+    does not start at the other's event."""
+    from billing.models import Plan
+    from tests.factories.rating import PlanFactory
+
+    a = CompanyFactory(account_code="a", tariff=tariff)
+    b = CompanyFactory(account_code="b", tariff=tariff)
+    for company in (a, b):
+        grant(company, 1000, now=NOW - timedelta(days=1))
+    paygo = PlanFactory(is_paygo=True, fee_starts=Plan.FeeStart.FIRST_USE)
+    subscription = SubscriptionFactory(company=a, plan=paygo, started_at=NOW - timedelta(days=10))
+    _, raw = key
+    data = {"service": "data", "destination": "JP", "quantity": 2_000_000, "subaccount": None}
+    results = post(
+        client,
+        raw,
+        [
+            event("b1", account="b", occurred_at="2026-11-15T00:00:00+00:00", **data),
+            event("a1", account="a", occurred_at="2026-11-20T02:00:00+00:00", **data),
+        ],
+    )
+    assert [result["status"] for result in results] == ["charged", "charged"]
+    subscription.refresh_from_db()
+    assert subscription.fee_anchor_at == datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+
+def test_a_bundle_over_its_quantity_hides_nothing_another_bundle_has(client, tariff, key, acme):
+    """Staff lowered bundle A below what was used this period: B still covers the event."""
+    from billing.periods import monthly_period
+    from tests.factories.rating import PlanFactory
+
+    plan = PlanFactory()
+    a = BundleFactory(plan=plan, service="sms", name="A", included_quantity=Decimal("200"))
+    BundleFactory(plan=plan, service="sms", name="B", included_quantity=Decimal("100"))
+    subscription = SubscriptionFactory(company=acme, plan=plan, started_at=NOW - timedelta(days=5))
+    start, end, _ = monthly_period(subscription.started_at, NOW, acme.tzinfo)
+    BundleCounter.objects.create(
+        subscription=subscription, bundle=a, period_start=start, period_end=end, used=150
+    )
+    a.included_quantity = Decimal("100")
+    a.save()
+    [result] = post(client, key[1], [sms("s1", quantity=100)])
+    assert (result["bundle_quantity"], result["charge"]["amount"]) == (100, "0")
+
+
+def test_digits_of_other_scripts_are_not_a_number(client, tariff, key, acme):
+    results = post(
+        client,
+        key[1],
+        [event("u1", destination="+٨١٩٠١٢٣٤٥٦٧٨"), event("u2", destination="+²³⁴⁵⁶⁷")],
+    )
+    assert [result["error"]["code"] for result in results] == ["invalid_destination"] * 2
+    answer = client.post(
+        "/api/v1/authorize",
+        {"account": "acme", "service": "voice", "destination": "+٨١٩٠١٢٣٤٥٦٧٨"},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {key[1]}"},
+    ).json()
+    assert answer["allowed"] is False
+
+
+def test_a_bundle_destination_written_with_a_plus_covers_its_numbers(client, tariff, key, acme):
+    from tests.factories.rating import PlanFactory
+
+    plan = PlanFactory()
+    BundleFactory(plan=plan, service="voice", destinations="+8190", included_quantity=600)
+    SubscriptionFactory(company=acme, plan=plan, started_at=NOW - timedelta(days=5))
+    [result] = post(client, key[1], [event("v1", quantity=60)])
+    assert result["bundle_quantity"] == 60

@@ -381,6 +381,62 @@ def test_a_plan_is_added_with_its_bundles(admin_client):
     assert Bundle.objects.get(plan=plan).included_quantity == Decimal("6000")
 
 
+def plan_with_one_bundle(service: str, destinations: str) -> dict:
+    return {
+        "name": "Business",
+        "currency": "JPY",
+        "monthly_fee_0": "3000",
+        "monthly_fee_1": "JPY",
+        "activation_fee_0": "",
+        "activation_fee_1": "JPY",
+        "fee_starts": "order",
+        "bundles-TOTAL_FORMS": "1",
+        "bundles-INITIAL_FORMS": "0",
+        "bundles-0-name": "Included",
+        "bundles-0-service": service,
+        "bundles-0-destinations": destinations,
+        "bundles-0-included_quantity": "100",
+    }
+
+
+@pytest.mark.parametrize(
+    ("service", "destinations", "stored"),
+    [
+        ("voice", "+8190, +8180 81", "8190 8180 81"),
+        ("data", "jp us", "JP US"),
+        ("sms", "", ""),
+    ],
+)
+def test_bundle_destinations_are_kept_as_usage_is_matched(
+    admin_client, service, destinations, stored
+):
+    response = admin_client.post(
+        reverse("admin:billing_plan_add"), plan_with_one_bundle(service, destinations)
+    )
+    assert response.status_code == 302
+    assert Bundle.objects.get().destinations == stored
+
+
+@pytest.mark.parametrize(
+    ("service", "destinations", "refused"),
+    [
+        ("voice", "+81-90 8180", "+81-90"),
+        ("sms", "JP", "JP"),
+        ("data", "Japan", "JAPAN"),
+        ("api", "81", "81"),
+    ],
+)
+def test_bundle_destinations_that_would_never_match_are_a_form_error(
+    admin_client, service, destinations, refused
+):
+    response = admin_client.post(
+        reverse("admin:billing_plan_add"), plan_with_one_bundle(service, destinations)
+    )
+    assert response.status_code == 200
+    assert f"Not a destination of {service}: {refused}." in response.text
+    assert not Plan.objects.exists()
+
+
 def test_plan_fees_in_another_currency_are_a_form_error(admin_client):
     data = {
         "name": "Dollar fee",

@@ -198,6 +198,10 @@ def row(**fields) -> str:
         ({"effective_from": "2026-01-01T00:00:00"}, "not an ISO 8601 instant with a UTC offset"),
         ({"effective_from": "2026-01-01"}, "not an ISO 8601 instant with a UTC offset"),
         ({"effective_from": "01/01/2026"}, "not an ISO 8601 instant with a UTC offset"),
+        # The calendar's ends: 0001 (+01:00) and 9999 (-05:00) cannot even be put in UTC.
+        ({"effective_from": "0001-01-01T00:00:00+01:00"}, "between 1970 and 2999"),
+        ({"effective_until": "9999-12-31T23:30:00-05:00"}, "between 1970 and 2999"),
+        ({"effective_from": "1969-12-31T00:00:00Z"}, "between 1970 and 2999"),
         ({"effective_until": "2026-13-01T00:00:00Z"}, "effective_until “2026-13-01T00:00:00Z”"),
         ({"effective_until": "2026-01-01T00:00:00+00:00"}, "must be later than effective_from"),
         ({"effective_until": "2026-01-01T08:00:00+09:00"}, "must be later than effective_from"),
