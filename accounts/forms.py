@@ -18,4 +18,4 @@ class SubaccountRenameForm(forms.ModelForm):
 
 
 class CompanySwitchForm(forms.Form):
-    company = forms.IntegerField()
+    company = forms.IntegerField(min_value=1, max_value=2**63 - 1)  # an id the database holds

@@ -10,6 +10,15 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+# The offsets furthest from UTC that a billing time zone can have (Baker Island, Kiribati).
+EARLIEST_OFFSET, LATEST_OFFSET = timedelta(hours=-12), timedelta(hours=14)
+
+
+def latest_date_anywhere(now: datetime) -> date:
+    """The date it is now in the time zone furthest ahead: a day after it has begun nowhere,
+    and work "as of" it (fees, reminders) would be done ahead of time."""
+    return (now.astimezone(UTC) + LATEST_OFFSET).date()
+
 
 def _local_datetime(day: date, clock: time, tz: ZoneInfo) -> datetime:
     """``day`` at ``clock`` in ``tz``; a wall time skipped by a DST jump moves forward."""

@@ -134,7 +134,8 @@ def run_refresh(run: StatementRun, now: datetime | None = None) -> StatementRun:
     total = sum(counts.values())
     issued = counts.get(StatementRunItem.State.ISSUED, 0)
     failed = counts.get(StatementRunItem.State.FAILED, 0)
-    finished = now if total and issued == total else None
+    # A finished run keeps its end when it is run again (it issues nothing more).
+    finished = (run.finished_at or now) if total and issued == total else None
     StatementRun.objects.filter(pk=run.pk).update(
         companies=total, issued=issued, failed=failed, finished_at=finished
     )

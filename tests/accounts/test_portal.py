@@ -178,3 +178,11 @@ def test_japanese_is_served_when_the_browser_asks_for_it(client, member):
     response = client.get(reverse("portal:dashboard"), headers={"accept-language": "ja"})
     assert "ダッシュボード" in response.text
     assert "前払い" in response.text
+
+
+def test_switching_to_an_id_beyond_the_database_is_a_message_not_a_crash(client):
+    membership = MembershipFactory()
+    client.force_login(membership.user)
+    response = client.post(reverse("portal:company_switch"), {"company": str(10**30)}, follow=True)
+    assert response.status_code == 200
+    assert "Choose a company to switch to." in response.text

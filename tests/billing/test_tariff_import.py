@@ -504,6 +504,12 @@ def test_import_tariff_refuses_an_unknown_currency(csv_file):
     assert not Tariff.objects.exists()
 
 
+def test_import_tariff_refuses_a_name_longer_than_a_tariff_holds(csv_file):
+    with pytest.raises(CommandError, match="at most 100 characters"):
+        run("import_tariff", "N" * 101, csv_file(csv_text(*GOOD_ROWS)))
+    assert not Tariff.objects.exists()
+
+
 def test_import_tariff_with_a_missing_file_fails_with_one_line(tmp_path):
     missing = str(tmp_path / "nope.csv")
     with pytest.raises(CommandError) as caught:

@@ -350,3 +350,12 @@ def test_the_command_runs_as_of_a_date_and_refuses_a_bad_one():
     assert is_blocked(company)
     with pytest.raises(CommandError, match="is not a date like 2026-11-30"):
         call_command("dunning_run", "--date", "22/06/2026")
+
+
+def test_the_command_refuses_a_day_that_has_not_come_anywhere():
+    company, _invoice = invoiced()
+    sent = len(mail.outbox)
+    with pytest.raises(CommandError, match="in the future"):
+        call_command("dunning_run", "--date", "9999-12-31")
+    assert not is_blocked(company)
+    assert len(mail.outbox) == sent

@@ -50,19 +50,29 @@ def test_close_period_command_prints_counts_and_a_second_run_changes_nothing():
     call_command("close_period", "2026-04", stdout=out)
     assert "3 issued, 0 already issued, 0 failed" in out.getvalue()
     out = StringIO()
+    finished = StatementRun.objects.get().finished_at
     call_command("close_period", "2026-04", stdout=out)
     assert "0 issued, 3 already issued" in out.getvalue()
     assert Statement.objects.count() == 3
     run = StatementRun.objects.get()
     assert (run.companies, run.issued, run.failed) == (3, 3, 0)
-    assert run.finished_at is not None
+    assert run.finished_at == finished is not None  # the second run changed nothing at all
     assert reconcile().ok
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026-4", "April", "2026-00"])
+@pytest.mark.parametrize("bad", ["2026-13", "2026-4", "April", "2026-00", "0000-01", "9999-12"])
 def test_close_period_refuses_a_bad_month_in_one_sentence(bad):
     with pytest.raises(CommandError, match="is not a month like 2026-03"):
         call_command("close_period", bad)
+
+
+def test_close_period_refuses_a_month_that_has_ended_nowhere():
+    from datetime import UTC, datetime, timedelta
+
+    later = datetime.now(tz=UTC) + timedelta(days=62)
+    with pytest.raises(CommandError, match="has not ended yet in any time zone"):
+        call_command("close_period", f"{later:%Y-%m}")
+    assert not StatementRun.objects.exists()
 
 
 def test_a_killed_run_is_resumed_and_issues_each_company_once(monkeypatch):

@@ -31,6 +31,9 @@ class Command(BaseCommand):
         name = name.strip()
         if not name:
             raise CommandError("The tariff needs a name.")
+        longest = Tariff._meta.get_field("name").max_length
+        if len(name) > longest:
+            raise CommandError(f"A tariff's name has at most {longest} characters.")
         try:
             with open(file, "rb") as stream:
                 content = stream.read()

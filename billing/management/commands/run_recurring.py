@@ -3,6 +3,7 @@ import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from billing.periods import latest_date_anywhere
 from billing.services.recurring import recurring_charge_all
 
 
@@ -26,9 +27,8 @@ class Command(BaseCommand):
                 day = datetime.date.fromisoformat(date)
             except ValueError as error:
                 raise CommandError(f"--date {date!r} is not a date like 2026-11-30.") from error
-            # Fees are charged for periods that have started: a later day would charge
-            # them ahead of time. "Today" is the latest date anywhere (UTC+14).
-            latest_today = (timezone.now() + datetime.timedelta(hours=14)).date()
+            # Fees are charged for periods that have started, not ahead of time.
+            latest_today = latest_date_anywhere(timezone.now())
             if day > latest_today:
                 raise CommandError(
                     f"--date {date} is in the future: it is {latest_today} at the latest "

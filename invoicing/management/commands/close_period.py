@@ -1,7 +1,11 @@
 import re
+from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from billing.periods import latest_date_anywhere
+from billing.selectors_usage import MAX_YEAR, MIN_YEAR
 from invoicing.runs import period_close
 
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -18,9 +22,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, month, **options):
         match = MONTH.match(month)
-        if not match or not 1 <= int(match[2]) <= 12:
-            raise CommandError(f"{month!r} is not a month like 2026-03.")
-        result = period_close(year=int(match[1]), month=int(match[2]))
+        if not match or not 1 <= int(match[2]) <= 12 or not MIN_YEAR <= int(match[1]) <= MAX_YEAR:
+            raise CommandError(
+                f"{month!r} is not a month like 2026-03 (years {MIN_YEAR} to {MAX_YEAR})."
+            )
+        year, number = int(match[1]), int(match[2])
+        next_month = date(year + number // 12, number % 12 + 1, 1)
+        if next_month > latest_date_anywhere(timezone.now()):
+            # Otherwise a run would be recorded for a month no company can be issued yet.
+            raise CommandError(f"{month} has not ended yet in any time zone.")
+        result = period_close(year=year, month=number)
         run = result.run
         self.stdout.write(
             f"{run.label}: {result.issued} issued, {result.skipped} already issued, "

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from billing.periods import latest_date_anywhere
 from invoicing.dunning import dunning_run
 from invoicing.selectors import companies_with_overdue_invoices
 
@@ -30,6 +31,12 @@ class Command(BaseCommand):
             except ValueError as error:
                 raise CommandError(f"--date {date!r} is not a date like 2026-11-30.") from error
         now = timezone.now()
+        if today is not None and today > latest_date_anywhere(now):
+            # Reminding or blocking as of a later day would act on invoices not yet overdue.
+            raise CommandError(
+                f"--date {date} is in the future: it is {latest_date_anywhere(now)} at the "
+                "latest anywhere."
+            )
         company_ids = companies_with_overdue_invoices(now, today)
         size = settings.TOLLGATE_DUNNING_BATCH
         reminders = blocked = 0
