@@ -11,8 +11,9 @@ The cache is Django's ``default`` cache (``config.settings.base``): Redis when
 ``CACHE_URL``/``REDIS_URL`` is set, else the database cache table (``manage.py
 createcachetable``), which the web server and the workers share like the database
 itself. Counting is ``cache.add`` then ``cache.incr``: atomic on Redis and on the
-in-process memory cache; on the database cache ``incr`` is a read then a write, so a burst
-of simultaneous failures may count a few fewer than there were. Against 80-bit codes that
+in-process memory cache; on the database cache ``incr`` is a read then a write (with the
+cache's default timeout, which ``record_failure`` corrects), so a burst of simultaneous
+failures may count a few fewer than there were. Against 80-bit codes that
 is immaterial; what matters is that guessing stays at a handful of tries per hour.
 
 Writes go to the cache outside the redemption's database transaction, so a refused
@@ -92,6 +93,10 @@ class AttemptLimiter:
     def _keys(scope: str, ident: str) -> tuple[str, str]:
         return f"{_PREFIX}:failures:{scope}:{ident}", f"{_PREFIX}:locked:{scope}:{ident}"
 
+    @staticmethod
+    def _since_key(scope: str, ident: str) -> str:
+        return f"{_PREFIX}:since:{scope}:{ident}"
+
     def locked_until(self, now: datetime) -> datetime | None:
         """When the latest lock on any of the scopes ends; None when none is locked."""
         lock_keys = [self._keys(scope, ident)[1] for scope, ident in self.scopes]
@@ -112,17 +117,25 @@ class AttemptLimiter:
         lock_seconds = settings.VOUCHER_LOCK_SECONDS
         for scope, ident in self.scopes:
             counter, lock = self._keys(scope, ident)
-            # add() starts the window at the first failure; it never extends it.
-            cache.add(counter, 0, timeout=window)
+            since = self._since_key(scope, ident)
+            # The window starts at the first failure (add() never moves it) and the counter
+            # lives for what is left of it. The database cache's incr() writes the counter
+            # again with the cache's default timeout (five minutes), so its expiry is set
+            # again after each count: without that, one guess every six minutes never locks.
+            cache.add(since, now.timestamp(), timeout=window)
+            started = cache.get(since, now.timestamp())
+            left = max(1, round(started + window - now.timestamp()))
+            cache.add(counter, 0, timeout=left)
             try:
                 count = cache.incr(counter)
             except ValueError:  # expired between add and incr: this is the first again
-                cache.add(counter, 1, timeout=window)
+                cache.add(counter, 1, timeout=left)
                 count = 1
+            cache.touch(counter, timeout=left)
             if count >= _limit(scope):
                 until = now + timedelta(seconds=lock_seconds)
                 # add(): a lock already set keeps its end (more failures do not extend it).
                 cache.add(lock, until.timestamp(), timeout=lock_seconds)
                 # The count starts again from zero when the lock ends.
-                cache.delete(counter)
+                cache.delete_many([counter, since])
         return self.locked_until(now)
