@@ -55,3 +55,17 @@ class TariffImportError(BillingError):
 
 class NumberInUse(BillingError):
     """The phone number is assigned to a company already."""
+
+
+class RecurringChargesFailed(BillingError):
+    """Some batches of a run of recurring charges were refused; the others were charged.
+    ``errors`` holds the first refusal of each failed batch (its note names the company)."""
+
+    def __init__(self, charged: int, errors: list[Exception]):
+        self.charged, self.errors = charged, errors
+        reasons = "; ".join(
+            f"{' '.join(getattr(error, '__notes__', []))}: {error}".lstrip(": ") for error in errors
+        )
+        super().__init__(
+            f"{len(errors)} batch(es) failed ({charged} charge(s) recorded): {reasons}"
+        )

@@ -369,11 +369,22 @@ class PlanAdminForm(forms.ModelForm):
         currency = cleaned.get("currency")
         for name in ("monthly_fee", "activation_fee"):
             fee = cleaned.get(name)
-            if currency and fee is not None and str(fee.currency) != currency:
+            if fee is None:
+                continue
+            if currency and str(fee.currency) != currency:
                 self.add_error(
                     name,
                     _("Fees are in the plan's currency, %(currency)s.") % {"currency": currency},
                 )
+            elif fee.amount < 0:
+                self.add_error(name, _("A fee is zero or more."))
+            else:
+                # The ledger refuses a charge its currency cannot hold (¥1000.5): refused
+                # here, not every month when the fee falls due.
+                try:
+                    clean_currency_amount(fee.amount, str(fee.currency))
+                except forms.ValidationError as error:
+                    self.add_error(name, error)
         return cleaned
 
 

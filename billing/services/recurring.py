@@ -34,7 +34,7 @@ from accounts.models import Company, Subaccount
 from accounts.services import lock_companies, lock_company
 
 from ..bulk import insert_rows, update_column
-from ..exceptions import BillingError, InvalidAmount, NumberInUse
+from ..exceptions import BillingError, InvalidAmount, NumberInUse, RecurringChargesFailed
 from ..models import PhoneNumber, RecurringCharge, SeatFee, ServiceFee, Subscription
 from ..money import quantize_amount
 from ..periods import calendar_day, monthly_period, weekly_period
@@ -325,8 +325,10 @@ def recurring_charge_companies(
             companies = lock_companies(company_ids)
             as_of_by_id = {company.pk: _as_of(company, as_of, day) for company in companies}
             return _charge_locked(companies, as_of_by_id, now)
-    except Exception:
+    except Exception as error:
         if len(company_ids) == 1:
+            code = Company.objects.filter(pk=company_ids[0]).values_list("account_code").first()
+            error.add_note(f"company {code[0] if code else company_ids[0]}")
             raise
         logger.exception("Recurring batch of %d companies failed; one by one.", len(company_ids))
     charged, errors = 0, []
@@ -336,6 +338,7 @@ def recurring_charge_companies(
                 company=company, as_of=_as_of(company, as_of, day), now=now
             )
         except Exception as error:  # noqa: BLE001 - raised below, after the others
+            error.add_note(f"company {company.account_code}")
             errors.append(error)
         else:
             charged += len(records)
@@ -532,10 +535,17 @@ def recurring_charge_all(
         bound = datetime.combine(day + timedelta(days=2), time(0), tzinfo=UTC)
     else:
         bound = as_of = as_of or now
-    return sum(
-        recurring_charge_companies(company_ids=batch, as_of=as_of, day=day, now=now)
-        for batch in in_batches(companies_with_charges_due(bound), batch_size)
-    )
+    charged, failed = 0, []
+    for batch in in_batches(companies_with_charges_due(bound), batch_size):
+        # A company whose charge is refused holds up no other batch: each is tried, and
+        # the failures are reported together at the end.
+        try:
+            charged += recurring_charge_companies(company_ids=batch, as_of=as_of, day=day, now=now)
+        except Exception as error:  # noqa: BLE001 - raised below, after the others
+            failed.append(error)
+    if failed:
+        raise RecurringChargesFailed(charged, failed)
+    return charged
 
 
 def calendar_day_end(day: date, tz) -> datetime:

@@ -437,6 +437,18 @@ def test_bundle_destinations_that_would_never_match_are_a_form_error(
     assert not Plan.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("fee", "message"),
+    [("1000.5", "JPY amounts have no decimals."), ("-100", "A fee is zero or more.")],
+)
+def test_plan_fees_the_ledger_could_not_charge_are_a_form_error(admin_client, fee, message):
+    data = {**plan_with_one_bundle("sms", ""), "monthly_fee_0": fee}
+    response = admin_client.post(reverse("admin:billing_plan_add"), data)
+    assert response.status_code == 200
+    assert message in response.text
+    assert not Plan.objects.exists()
+
+
 def test_plan_fees_in_another_currency_are_a_form_error(admin_client):
     data = {
         "name": "Dollar fee",

@@ -193,6 +193,28 @@ def test_one_company_refused_in_a_batch_does_not_hold_up_the_others():
     assert Subscription.objects.get(company=stuck).next_charge_at == START
 
 
+def test_a_refused_batch_does_not_stop_the_run_and_the_command_names_the_company():
+    from django.core.management import CommandError, call_command
+
+    from billing.exceptions import RecurringChargesFailed
+
+    companies = [company_with_items(n) for n in range(5)]
+    stuck = companies[0]
+    number = PhoneNumber.objects.get(company=stuck)
+    charge(CompanyFactory(), 1, now=START, key=f"recurring:did:{number.pk}:0")
+
+    with pytest.raises(RecurringChargesFailed) as failed:
+        recurring.recurring_charge_all(as_of=AS_OF, now=AS_OF, batch_size=1)
+    assert failed.value.charged == 4 * PER_COMPANY
+    for company in companies[1:]:
+        assert RecurringCharge.objects.filter(company=company).count() == PER_COMPANY
+    assert not RecurringCharge.objects.filter(company=stuck).exists()
+
+    # The command says so in one sentence (run as of a day: the clock is not moved here).
+    with pytest.raises(CommandError, match=f"company {stuck.account_code}: "):
+        call_command("run_recurring")
+
+
 def test_a_batch_skips_a_company_that_no_longer_exists():
     company = company_with_items(1)
     count = recurring.recurring_charge_companies(

@@ -3,6 +3,7 @@ import datetime
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from billing.exceptions import RecurringChargesFailed
 from billing.periods import latest_date_anywhere
 from billing.services.recurring import recurring_charge_all
 
@@ -34,5 +35,10 @@ class Command(BaseCommand):
                     f"--date {date} is in the future: it is {latest_today} at the latest "
                     "anywhere, and fees are charged only for periods that have started."
                 )
-        count = recurring_charge_all(day=day)
+        try:
+            count = recurring_charge_all(day=day)
+        except RecurringChargesFailed as failed:
+            raise CommandError(
+                f"Recurring charges refused, the others recorded: {failed}"
+            ) from None
         self.stdout.write(f"Recorded {count} recurring charge(s).")
