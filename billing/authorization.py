@@ -63,8 +63,8 @@ _READ = """
 SELECT
     (SELECT k.id FROM billing_apikey k
       WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL),
-    c.id, c.mode, c.status, c.blocked_reason, c.credit_limit, c.billing_timezone,
-    t.id, t.version, t.created_at,
+    c.id, c.mode, c.status, c.blocked_reason, c.credit_limit, c.billing_timezone, c.currency,
+    t.id, t.version, t.created_at, t.currency,
     (SELECT s.is_active FROM accounts_subaccount s
       WHERE s.company_id = c.id AND s.code = %(subaccount)s),
     (SELECT SUM(l.remaining) FROM billing_creditlot l
@@ -153,7 +153,9 @@ class _Read:
     blocked_reason: str = ""
     credit_limit: Decimal | None = None
     timezone: str = ""
+    currency: str = ""
     tariff: Tariff | None = None
+    tariff_currency: str = ""
     seat_active: bool | None = None  # None: no such subaccount (or none asked for)
     unexpired_credit: Decimal = ZERO  # in lots unexpired at ``now``
     expired_credit: Decimal = ZERO  # in lots expired by ``now`` but not yet swept
@@ -186,8 +188,9 @@ def _read(
     if first[1] is None:
         return _Read(key_active=key_active, company_id=None)
     convert = _converters_for(connection)
-    (_, company_id, mode, status, blocked_reason, credit_limit, timezone) = first[:7]
-    tariff_id, tariff_version, tariff_created_at, seat, unexpired, expired, balance = first[7:14]
+    (_, company_id, mode, status, blocked_reason, credit_limit, timezone, currency) = first[:8]
+    tariff_id, tariff_version, tariff_created_at, tariff_currency = first[8:12]
+    seat, unexpired, expired, balance = first[12:16]
     tariff = None
     if tariff_id is not None:
         # Only what the index cache keys on; the index loads the rates itself on a miss.
@@ -219,7 +222,9 @@ def _read(
         blocked_reason=blocked_reason,
         credit_limit=_as(convert.credit_limit, credit_limit),
         timezone=timezone,
+        currency=currency,
         tariff=tariff,
+        tariff_currency=tariff_currency or "",
         seat_active=None if seat is None else bool(seat),
         unexpired_credit=_as(convert.total, unexpired) or ZERO,
         expired_credit=_as(convert.total, expired) or ZERO,
@@ -301,6 +306,8 @@ def usage_authorize(
         return _refused(f"Blocked: {read.blocked_reason}.")
     if read.tariff is None:
         return _refused(f"{account} has no tariff to rate usage with.")
+    if read.tariff_currency != read.currency:  # as usage refuses it (``usage._precheck``)
+        return _refused(f"The tariff of {account} is not in its currency.")
     try:
         digits = normalise_destination(service, destination)
         rate, _ = tariff_index(read.tariff).find(service, digits, now)
@@ -318,6 +325,7 @@ def usage_authorize(
         minimum=rate.minimum_seconds,
         first=rate.first_increment,
         increment=rate.next_increment,
+        currency=read.currency,
     )
     if quantity is None:
         return Authorization(allowed=True, max_quantity=None)

@@ -24,7 +24,7 @@ which is the one rounding step of an event (``billing.money.quantize_amount``).
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-from .money import quantize_amount
+from .money import currency_exponent, quantize_amount
 
 SERVICES = ("voice", "sms", "fax", "api", "data", "disk")
 PER_UNIT: dict[str, Decimal] = {
@@ -121,6 +121,7 @@ def affordable_quantity(
     minimum: int = 0,
     first: int = 1,
     increment: int = 1,
+    currency: str | None = None,
 ) -> Decimal | None:
     """The most of ``service`` that ``budget`` (money) and ``bundle_left`` (units) pay for;
     None when it is unlimited (free at the tariff and the budget covers any fee).
@@ -128,7 +129,59 @@ def affordable_quantity(
     For voice the answer is a length whose billed seconds (after the minimum duration and
     the increments) are all paid for, so a call of that length is never billed above the
     budget.
+
+    With ``currency``, what counts is the charge after the one rounding step, as
+    ``price_event`` makes it: with ¥8 left, a call whose exact price is ¥8.05 is charged
+    ¥8, so it is affordable.
     """
+    terms = {
+        "service": service,
+        "unit_price": unit_price,
+        "bundle_left": bundle_left,
+        "connection_fee": connection_fee,
+        "minimum": minimum,
+        "first": first,
+        "increment": increment,
+    }
+    if currency is None or budget < 0:
+        return _affordable_exactly(budget=budget, **terms)
+    # Up to half a minor unit over the budget, the charge rounds to the budget or less.
+    half_unit = Decimal(1).scaleb(-currency_exponent(currency)) / 2
+    quantity = _affordable_exactly(budget=budget + half_unit, **terms)
+    if quantity is None or quantity <= 0:
+        return quantity
+    charged = price_event(
+        service=service,
+        quantity=quantity,
+        unit_price=unit_price,
+        currency=currency,
+        bundle_left=bundle_left,
+        connection_fee=connection_fee,
+        minimum=minimum,
+        first=first,
+        increment=increment,
+    ).amount
+    if charged <= budget:
+        return quantity
+    # Exactly half a unit over, which rounds up: one step less is the most.
+    if service != "voice":
+        return quantity - 1
+    shorter = quantity - increment
+    return shorter if shorter >= first and shorter >= minimum else ZERO
+
+
+def _affordable_exactly(
+    *,
+    service: str,
+    budget: Decimal,
+    unit_price: Decimal,
+    bundle_left: Decimal,
+    connection_fee: Decimal,
+    minimum: int,
+    first: int,
+    increment: int,
+) -> Decimal | None:
+    """``affordable_quantity`` with the exact price held to the budget."""
     bundle_left = max(bundle_left, ZERO)
     budget = max(budget, ZERO)
     if service != "voice":

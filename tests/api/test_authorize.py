@@ -181,11 +181,12 @@ def test_sms_counts_whole_messages_from_money_and_bundle(client, acme, raw_key):
 def test_data_is_authorised_in_bytes(client, acme, raw_key):
     grant(acme, 1, now=NOW - timedelta(days=1))
     answer = authorize(client, raw_key, account="acme", service="data", destination="jp")
-    assert answer == {"allowed": True, "max_quantity": 500_000, "reason": None}  # ¥1 at ¥2/MB
+    # ¥1 at ¥2/MB: 749,999 bytes cost ¥1.499998, charged ¥1 after the one rounding step.
+    assert answer == {"allowed": True, "max_quantity": 749_999, "reason": None}
     plan = BundleFactory(service="data", destinations="JP", included_quantity=10**6).plan
     SubscriptionFactory(company=acme, plan=plan, started_at=datetime(2026, 11, 1, tzinfo=UTC))
     answer = authorize(client, raw_key, account="acme", service="data", destination="JP")
-    assert answer["max_quantity"] == 1_500_000
+    assert answer["max_quantity"] == 1_749_999
 
 
 def test_only_the_current_periods_bundle_and_live_subscriptions_count(client, acme, raw_key):
@@ -528,6 +529,8 @@ def orm_authorize(*, account, subaccount, service, destination, now):
         return Authorization(False, Decimal(0), f"Blocked: {company.blocked_reason}.")
     if company.tariff is None:
         return Authorization(False, Decimal(0), f"{account} has no tariff to rate usage with.")
+    if str(company.tariff.currency) != company.currency:
+        return Authorization(False, Decimal(0), f"The tariff of {account} is not in its currency.")
     try:
         digits = rating.normalise_destination(service, destination)
         rate, _ = rating.tariff_index(company.tariff).find(service, digits, now)
@@ -557,6 +560,7 @@ def orm_authorize(*, account, subaccount, service, destination, now):
         minimum=rate.minimum_seconds,
         first=rate.first_increment,
         increment=rate.next_increment,
+        currency=company.currency,
     )
     if quantity is None:
         return Authorization(True, None)
@@ -681,3 +685,36 @@ def test_every_answer_is_the_one_the_orm_reads_gave(accounts):
                     assert usage_authorize(**request) == orm_authorize(**request), request
                     compared += 1
     assert compared == 6 * 5 * 12 * 5
+
+
+def test_a_tariff_in_another_currency_is_refused_as_usage_refuses_it(client, acme, raw_key):
+    grant(acme, 1000, now=NOW - timedelta(days=1))
+    dollars = TariffFactory(currency="USD")
+    RateFactory(tariff=dollars, service="sms", destination="", price=Decimal("0.05"))
+    Company.objects.filter(pk=acme.pk).update(tariff=dollars)
+    answer = authorize(client, raw_key, account="acme", service="sms", destination="+15551234567")
+    assert answer == {
+        "allowed": False,
+        "max_quantity": 0,
+        "reason": "The tariff of acme is not in its currency.",
+    }
+
+
+def test_authorize_counts_the_charge_after_its_one_rounding_step(client, acme, raw_key):
+    """¥8 left, ¥3/min with ¥5 to connect and 61 s at least: 61 s cost ¥8.05, charged ¥8
+    (and 69 s cost ¥8.45, charged ¥8), so the call is allowed."""
+    grant(acme, 8, now=NOW - timedelta(days=1))
+    RateFactory(
+        tariff=acme.tariff,
+        service="voice",
+        destination="8170",
+        price=Decimal(3),
+        connection_fee=Decimal(5),
+        minimum_seconds=61,
+        first_increment=1,
+        next_increment=1,
+    )
+    answer = authorize(
+        client, raw_key, account="acme", service="voice", destination="+817012345678"
+    )
+    assert answer == {"allowed": True, "max_quantity": 69, "reason": None}

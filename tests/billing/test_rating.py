@@ -431,6 +431,62 @@ def test_affordable_units_never_cost_more_than_the_budget(case):
     assert cost(authorised + 1).exact_amount > budget
 
 
+def test_with_its_currency_what_counts_is_the_rounded_charge():
+    # ¥3/min, ¥5 to connect, 61 s at least, per second: 61 s cost ¥8.05, charged ¥8;
+    # 69 s cost ¥8.45, charged ¥8; 70 s cost ¥8.50, charged ¥9.
+    terms = {"service": "voice", "unit_price": D(3), "connection_fee": D(5), "minimum": 61}
+    assert affordable_quantity(budget=D(8), **terms) == 0
+    assert affordable_quantity(budget=D(8), currency="JPY", **terms) == 69
+    # Exactly half a yen over rounds up: 2 SMS at ¥0.75 cost ¥1.5, charged ¥2.
+    assert affordable_quantity(service="sms", budget=D(1), unit_price=D("0.75")) == 1
+    assert (
+        affordable_quantity(service="sms", budget=D(1), unit_price=D("0.75"), currency="JPY") == 1
+    )
+    assert (
+        affordable_quantity(service="sms", budget=D(1), unit_price=D("0.7"), currency="JPY") == 2
+    )  # ¥1.4, charged ¥1
+
+
+@settings(max_examples=300, deadline=None)
+@given(voice_cases())
+@example(("JPY", 1, 1, D(3), D(5), D(8), D(0)))
+def test_with_its_currency_the_most_whose_rounded_charge_fits_is_authorised(case):
+    currency, first, increment, price, fee, budget, bundle = case
+    terms = {
+        "service": "voice",
+        "unit_price": price,
+        "bundle_left": bundle,
+        "connection_fee": fee,
+        "first": first,
+        "increment": increment,
+    }
+    authorised = affordable_quantity(budget=budget, currency=currency, **terms)
+
+    def charged(seconds):
+        return price_event(quantity=seconds, currency=currency, **terms).amount
+
+    if authorised == 0:
+        assert charged(D(first)) > budget
+        return
+    assert (authorised - first) % increment == 0
+    assert charged(authorised) <= budget
+    assert charged(authorised + increment) > budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(unit_cases())
+def test_with_its_currency_the_most_units_whose_rounded_charge_fits_are_authorised(case):
+    service, currency, price, budget, bundle = case
+    terms = {"service": service, "unit_price": price, "bundle_left": bundle}
+    authorised = affordable_quantity(budget=budget, currency=currency, **terms)
+
+    def charged(quantity):
+        return price_event(quantity=quantity, currency=currency, **terms).amount
+
+    assert charged(authorised) <= budget
+    assert charged(authorised + 1) > budget
+
+
 @given(
     st.decimals(min_value=D(0), max_value=D(10) ** 9, places=6),
     st.sampled_from(sorted(CURRENCIES)),
