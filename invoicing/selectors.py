@@ -22,6 +22,7 @@ from .models import (
     Statement,
     StatementLine,
 )
+from .statement_content import usage_window_start
 
 Group = StatementLine.Group
 CSV_CHUNK = 2000
@@ -163,17 +164,29 @@ def statement_totals(statement: Statement) -> list[tuple[str, Money]]:
     ]
 
 
+def statement_records(statement: Statement) -> QuerySet[UsageRecord]:
+    """The statement's detail records (``statement_content.usage_window_start``), oldest
+    first: read through the index on (company, received_at)."""
+    previous = (
+        Statement.objects.filter(
+            company_id=statement.company_id, period_start__lt=statement.period_start
+        )
+        .order_by("-period_start")
+        .first()
+    )
+    return UsageRecord.objects.filter(
+        company_id=statement.company_id,
+        received_at__gte=usage_window_start(statement.period_start, previous),
+        received_at__lt=statement.period_end,
+        status=UsageRecord.Status.CHARGED,
+    ).order_by("occurred_at", "id")
+
+
 def statement_usage_records(statement: Statement) -> Iterator[tuple]:
-    """The period's detail records, oldest first, read in chunks from a server-side cursor
+    """The CSV's values of ``statement_records``, read in chunks from a server-side cursor
     (never all in memory)."""
     return (
-        UsageRecord.objects.filter(
-            company_id=statement.company_id,
-            occurred_at__gte=statement.period_start,
-            occurred_at__lt=statement.period_end,
-            status=UsageRecord.Status.CHARGED,
-        )
-        .order_by("occurred_at", "id")
+        statement_records(statement)
         .values_list(
             "occurred_at",
             "event_id",

@@ -341,14 +341,28 @@ def describe_base_fees(drafts: list[StatementDraft]) -> None:
             line.description = (gettext(DESCRIPTIONS[item]) % values)[:500]
 
 
+def usage_window_start(start: datetime, previous: Statement | None) -> datetime:
+    """Where a statement's usage begins. Its detail records are the company's charged records
+    received from here to its period end: the end of the previous statement's period (its
+    own start for a first statement). That is the window ``covered_q`` gives the company's
+    usage transactions, which are dated when their events were received; so the records
+    add up to the usage amounts, an event that happened late on the last day but arrived
+    after the month ended is on the next statement with its charge, and an issued
+    statement's records never change."""
+    return previous.period_end if previous is not None else start
+
+
 def read_usage_quantities(drafts: list[StatementDraft]) -> None:
-    """Quantities of the period's detail records by service (one grouped query): what the
-    customer used, by when it happened (the CSV lists the same records)."""
-    in_period = Q()
-    for (start, end), ids in by_period(drafts, lambda draft: (draft.start, draft.end)).items():
-        in_period |= Q(company_id__in=ids, occurred_at__gte=start, occurred_at__lt=end)
+    """Quantities of the statement's detail records by service (one grouped query); the CSV
+    lists the same records (``usage_window_start``)."""
+    in_window = Q()
+    windows = by_period(
+        drafts, lambda draft: (usage_window_start(draft.start, draft.previous), draft.end)
+    )
+    for (start, end), ids in windows.items():
+        in_window |= Q(company_id__in=ids, received_at__gte=start, received_at__lt=end)
     rows = (
-        UsageRecord.objects.filter(in_period, status=UsageRecord.Status.CHARGED)
+        UsageRecord.objects.filter(in_window, status=UsageRecord.Status.CHARGED)
         .values("company_id", "service")
         .annotate(quantity=Sum("quantity"), records=Count("id"))
         .order_by()

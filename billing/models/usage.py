@@ -150,6 +150,13 @@ class UsageRecord(LoadedWithoutInit, models.Model):
         indexes = [
             models.Index(fields=["company", "occurred_at"], name="usage_company_time"),
             models.Index(fields=["occurred_at"], name="usage_time"),
+            # A statement's detail records: a company's charged records received in its
+            # window, as its usage transactions are (``invoicing.statement_content``).
+            models.Index(
+                fields=["company", "received_at"],
+                condition=models.Q(status="charged"),
+                name="usage_company_received",
+            ),
             # A subaccount's records (its deletion is refused while it has any); most
             # records have none, and those are left out.
             models.Index(

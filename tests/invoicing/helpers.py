@@ -25,15 +25,26 @@ def fee(company, amount, *, at: datetime, description="Plan monthly fee", kind="
     ).transaction
 
 
-def usage(company, amount, *, at: datetime, service="voice", quantity=60, records=1):
-    """A usage charge and its detail records (``records`` of ``quantity`` each)."""
+def usage(
+    company,
+    amount,
+    *,
+    at: datetime,
+    service="voice",
+    quantity=60,
+    records=1,
+    received: datetime | None = None,
+):
+    """A usage charge and its detail records (``records`` of ``quantity`` each): events
+    that happened ``at`` and were received (and charged) then, or ``received`` later."""
+    received = received or at
     result = ledger.company_charge(
         company=company,
         amount=Money(Decimal(amount), company.currency),
         revenue=service,
         idempotency_key=f"test-usage:{next(_keys)}",
         description=f"{service} usage",
-        now=at,
+        now=received,
     )
     api_key = ApiKey.objects.get_or_create(
         name="test", defaults={"prefix": "tg_t", "key_hash": "x"}
@@ -52,7 +63,7 @@ def usage(company, amount, *, at: datetime, service="voice", quantity=60, record
                 service=service,
                 quantity=Decimal(quantity),
                 occurred_at=at,
-                received_at=at,
+                received_at=received,
                 status=UsageRecord.Status.CHARGED,
                 amount=Money(record_amount, company.currency),
                 transaction=result.transaction,

@@ -347,3 +347,83 @@ def test_the_pdfs_are_styled_with_their_own_user_agent_stylesheet(statement):
     with mock.patch.object(documents, "pdf_user_agent_stylesheet", wraps=own) as sheet:
         statement_pdf(statement)
     assert sheet.called  # WeasyPrint asked our HTML class for its user-agent stylesheet
+
+
+# --- Which detail records a statement holds --------------------------------------------------
+
+
+def csv_event_ids(client, statement) -> list[str]:
+    response = client.get(reverse("portal:statement_csv", args=[statement.pk]))
+    rows = b"".join(response.streaming_content).decode().splitlines()[1:]
+    return [row.split(",")[1] for row in rows]
+
+
+def usage_line(statement, service="voice"):
+    return statement.lines.get(group="usage", service=service)
+
+
+@pytest.fixture
+def kumo(client):
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID, created_at=datetime(2025, 1, 1, tzinfo=UTC), tax_rate=0
+    )
+    client.force_login(MembershipFactory(company=company, role=Membership.Role.ADMIN).user)
+    return company
+
+
+def test_an_event_of_the_last_minute_received_after_the_month_is_on_the_next_statement(
+    client, kumo
+):
+    """It happened at 23:59 on 31 March in Tokyo and was received (and charged) at 00:01 on
+    1 April: its charge is April's, and so are its quantity and its CSV row."""
+    usage(kumo, "120", at=datetime(2026, 3, 10, tzinfo=TOKYO), quantity=60, records=2)
+    usage(
+        kumo,
+        "5",
+        at=datetime(2026, 3, 31, 23, 59, tzinfo=TOKYO),
+        received=datetime(2026, 4, 1, 0, 1, tzinfo=TOKYO),
+        quantity=300,
+    )
+    march = statement_issue(
+        company=kumo, year=2026, month=3, now=datetime(2026, 4, 1, 0, 5, tzinfo=TOKYO)
+    )
+    april = statement_issue(company=kumo, year=2026, month=4, now=AFTER_ALL)
+    assert (usage_line(march).amount.amount, usage_line(march).quantity) == (120, 120)
+    assert usage_line(march).record_count == 2 and len(csv_event_ids(client, march)) == 2
+    assert (usage_line(april).amount.amount, usage_line(april).quantity) == (5, 300)
+    assert usage_line(april).record_count == 1 and len(csv_event_ids(client, april)) == 1
+
+
+def test_an_issued_statements_records_stay_when_late_events_of_its_month_arrive(client, kumo):
+    usage(kumo, "120", at=datetime(2026, 3, 10, tzinfo=TOKYO), quantity=60, records=2)
+    march = statement_issue(company=kumo, year=2026, month=3, now=AFTER_ALL)
+    before = csv_event_ids(client, march)
+    # An event of 20 March, reported in May: charged then, on May's statement.
+    usage(
+        kumo,
+        "7",
+        at=datetime(2026, 3, 20, tzinfo=TOKYO),
+        received=datetime(2026, 5, 2, tzinfo=TOKYO),
+        service="sms",
+        quantity=1,
+    )
+    assert csv_event_ids(client, march) == before
+    statement_issue(company=kumo, year=2026, month=4, now=AFTER_ALL)
+    may = statement_issue(company=kumo, year=2026, month=5, now=AFTER_ALL)
+    line = usage_line(may, "sms")
+    assert (line.amount.amount, line.quantity, line.record_count) == (7, 1, 1)
+    assert len(csv_event_ids(client, may)) == 1
+
+
+@pytest.mark.postgres
+def test_a_statements_records_are_read_through_their_index(client, statement):
+    """The CSV's read: one company's charged records received in the window, found by the
+    index on (company, received_at), never by reading all of the company's records."""
+    from invoicing.selectors import statement_records
+
+    sql, params = statement_records(statement).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "usage_company_received" in plan and "Filter:" not in plan, plan
