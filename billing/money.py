@@ -6,7 +6,7 @@ amount that reaches the ledger is quantised once, to the currency's own exponent
 (JPY 0, USD 2, KWD 3), with ``ROUND_HALF_UP``.
 """
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from babel.numbers import get_currency_precision
 from moneyed import Money
@@ -21,9 +21,17 @@ def currency_exponent(currency: str) -> int:
     return get_currency_precision(str(currency))
 
 
+# Wide enough for any amount the inputs allow (10^15 seconds at 10^13 a minute is 29
+# digits with cents): the default context's 28 digits would raise InvalidOperation, and
+# the callers refuse an amount too large to be real after rounding, not before.
+_WIDE = Context(prec=60)
+
+
 def quantize_amount(amount: Decimal, currency: str) -> Decimal:
     """Round ``amount`` to the currency's minor unit: the one rounding step."""
-    return Decimal(amount).quantize(Decimal(1).scaleb(-currency_exponent(currency)), ROUNDING)
+    return Decimal(amount).quantize(
+        Decimal(1).scaleb(-currency_exponent(currency)), ROUNDING, _WIDE
+    )
 
 
 def quantize_money(money: Money) -> Money:

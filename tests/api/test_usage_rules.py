@@ -827,3 +827,15 @@ def test_a_bundle_destination_written_with_a_plus_covers_its_numbers(client, tar
     SubscriptionFactory(company=acme, plan=plan, started_at=NOW - timedelta(days=5))
     [result] = post(client, key[1], [event("v1", quantity=60)])
     assert result["bundle_quantity"] == 60
+
+
+def test_a_charge_beyond_any_real_amount_is_rejected_not_a_server_error(client, key):
+    # 10^15 seconds at $9,000,000,000,000 a minute: 27 digits before the cents.
+    dollars = TariffFactory(currency="USD")
+    RateFactory(tariff=dollars, service="voice", destination="", price=Decimal("9000000000000"))
+    CompanyFactory(account_code="big", tariff=dollars, currency="USD", mode=Company.Mode.POSTPAID)
+    [result] = post(
+        client, key[1], [event("huge", account="big", subaccount=None, quantity=10**15)]
+    )
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "amount_too_large"
