@@ -24,20 +24,16 @@ def _contact_text(contact):
     return f"{contact.name} <{contact.email}>" if contact.name else contact.email
 
 
-def record_parties(apps, schema_editor):
-    Statement = apps.get_model("invoicing", "Statement")
+def fill_parties(apps, model_name: str) -> None:
+    """Give every row of ``model_name`` its company's parties as they are now."""
+    Document = apps.get_model("invoicing", model_name)
     Company = apps.get_model("accounts", "Company")
     BillingContact = apps.get_model("accounts", "BillingContact")
-    on_postgresql = schema_editor.connection.vendor == "postgresql"
-    if on_postgresql:
-        schema_editor.execute(
-            "ALTER TABLE invoicing_statement DISABLE TRIGGER invoicing_statement_final"
-        )
     operator = _operator()
-    company_ids = Statement.objects.values_list("company_id", flat=True).distinct()
+    company_ids = Document.objects.values_list("company_id", flat=True).distinct()
     for company in Company.objects.filter(pk__in=company_ids).order_by("pk").iterator():
         contact = BillingContact.objects.filter(company_id=company.pk).order_by("id").first()
-        Statement.objects.filter(company_id=company.pk).update(
+        Document.objects.filter(company_id=company.pk).update(
             parties={
                 "operator": operator,
                 "company": {
@@ -48,6 +44,15 @@ def record_parties(apps, schema_editor):
                 "contact": _contact_text(contact) if contact else "",
             }
         )
+
+
+def record_parties(apps, schema_editor):
+    on_postgresql = schema_editor.connection.vendor == "postgresql"
+    if on_postgresql:
+        schema_editor.execute(
+            "ALTER TABLE invoicing_statement DISABLE TRIGGER invoicing_statement_final"
+        )
+    fill_parties(apps, "Statement")
     if on_postgresql:
         schema_editor.execute(
             "ALTER TABLE invoicing_statement ENABLE TRIGGER invoicing_statement_final"

@@ -12,24 +12,7 @@ statements_0007 = importlib.import_module("invoicing.migrations.0007_statement_p
 
 
 def record_parties(apps, schema_editor):
-    Payment = apps.get_model("invoicing", "Payment")
-    Company = apps.get_model("accounts", "Company")
-    BillingContact = apps.get_model("accounts", "BillingContact")
-    operator = statements_0007._operator()
-    company_ids = Payment.objects.values_list("company_id", flat=True).distinct()
-    for company in Company.objects.filter(pk__in=company_ids).order_by("pk").iterator():
-        contact = BillingContact.objects.filter(company_id=company.pk).order_by("id").first()
-        Payment.objects.filter(company_id=company.pk).update(
-            parties={
-                "operator": operator,
-                "company": {
-                    "name": company.name,
-                    "account_code": company.account_code,
-                    "billing_timezone": company.billing_timezone,
-                },
-                "contact": statements_0007._contact_text(contact) if contact else "",
-            }
-        )
+    statements_0007.fill_parties(apps, "Payment")
 
 
 class Migration(migrations.Migration):

@@ -98,21 +98,7 @@ def test_credit_limit_in_a_foreign_currency_is_a_form_error_not_a_crash(admin_cl
     company = CompanyFactory(currency="JPY")
     response = admin_client.post(
         reverse("admin:accounts_company_change", args=[company.pk]),
-        {
-            "account_code": company.account_code,
-            "name": company.name,
-            "language": "en",
-            "billing_timezone": "Asia/Tokyo",
-            "tax_rate": "0.1000",
-            "credit_limit_0": "100",
-            "credit_limit_1": "USD",
-            "billing_contacts-TOTAL_FORMS": "0",
-            "billing_contacts-INITIAL_FORMS": "0",
-            "subaccounts-TOTAL_FORMS": "0",
-            "subaccounts-INITIAL_FORMS": "0",
-            "memberships-TOTAL_FORMS": "0",
-            "memberships-INITIAL_FORMS": "0",
-        },
+        company_form(company, credit_limit_0="100", credit_limit_1="USD"),
     )
     assert response.status_code == 200
     assert "must be in the company" in response.text

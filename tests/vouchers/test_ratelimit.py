@@ -186,54 +186,56 @@ def test_the_limits_come_from_the_settings(clock):
     assert third.locked_until == START + timedelta(hours=1)
 
 
-def test_the_database_cache_shares_the_counts_between_processes_and_survives_rollback(clock):
+@pytest.fixture
+def database_cache():
+    """The embedded default's cache: a table in the database."""
+    settings = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "test_voucher_cache",
+        }
+    }
+    with override_settings(CACHES=settings):
+        call_command("createcachetable", verbosity=0)
+        yield
+
+
+def test_the_database_cache_shares_the_counts_between_processes_and_survives_rollback(
+    clock, database_cache
+):
     """The embedded default: the cache table is read and written by every process like the
     database; a refused redemption rolls back, the failure it counted stays."""
-    settings = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "test_voucher_cache",
-        }
-    }
-    with override_settings(CACHES=settings):
-        call_command("createcachetable", verbosity=0)
-        company = CompanyFactory(mode=Company.Mode.PREPAID)
-        user = member(company)
-        errors = fail(user, company, LIMIT)
-        assert errors[-1].locked_until == START + timedelta(hours=1)
-        # Another process: its own cache object on the same table.
-        elsewhere = DatabaseCache("test_voucher_cache", {})
-        assert isinstance(caches["default"], DatabaseCache)
-        lock_key = f"vouchers:redeem:locked:user:{user.pk}"
-        assert elsewhere.get(lock_key) == (START + timedelta(hours=1)).timestamp()
-        with pytest.raises(RedemptionLocked):
-            attempt(user, company, wrong_code())
+    company = CompanyFactory(mode=Company.Mode.PREPAID)
+    user = member(company)
+    errors = fail(user, company, LIMIT)
+    assert errors[-1].locked_until == START + timedelta(hours=1)
+    # Another process: its own cache object on the same table.
+    elsewhere = DatabaseCache("test_voucher_cache", {})
+    assert isinstance(caches["default"], DatabaseCache)
+    lock_key = f"vouchers:redeem:locked:user:{user.pk}"
+    assert elsewhere.get(lock_key) == (START + timedelta(hours=1)).timestamp()
+    with pytest.raises(RedemptionLocked):
+        attempt(user, company, wrong_code())
 
 
-def test_on_the_database_cache_failures_minutes_apart_still_lock_within_the_hour(clock):
+def test_on_the_database_cache_failures_minutes_apart_still_lock_within_the_hour(
+    clock, database_cache
+):
     """The database cache's incr() writes the counter again with the cache's default
     timeout (300 s): the count must still last the hour from the first failure."""
-    settings = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "test_voucher_cache",
-        }
-    }
-    with override_settings(CACHES=settings):
-        call_command("createcachetable", verbosity=0)
-        company = CompanyFactory(mode=Company.Mode.PREPAID)
-        user = member(company)
-        for _ in range(LIMIT - 1):
-            (error,) = fail(user, company, 1)
-            assert error.locked_until is None
-            clock.shift(timedelta(seconds=305))
-        # 9 × 305 s = 45 min 45 s after the first failure: the tenth locks.
-        (tenth,) = fail(user, company, 1)
-        assert tenth.locked_until == START + timedelta(seconds=9 * 305, hours=1)
-        # Past the hour from the first failure, the count starts again.
-        clock.shift(timedelta(hours=2))
-        errors = fail(user, company, LIMIT - 1)
-        assert all(error.locked_until is None for error in errors)
+    company = CompanyFactory(mode=Company.Mode.PREPAID)
+    user = member(company)
+    for _ in range(LIMIT - 1):
+        (error,) = fail(user, company, 1)
+        assert error.locked_until is None
+        clock.shift(timedelta(seconds=305))
+    # 9 × 305 s = 45 min 45 s after the first failure: the tenth locks.
+    (tenth,) = fail(user, company, 1)
+    assert tenth.locked_until == START + timedelta(seconds=9 * 305, hours=1)
+    # Past the hour from the first failure, the count starts again.
+    clock.shift(timedelta(hours=2))
+    errors = fail(user, company, LIMIT - 1)
+    assert all(error.locked_until is None for error in errors)
 
 
 # --- The client's address -------------------------------------------------------------------
