@@ -43,6 +43,8 @@ UNIT_NAMES = {
     "data": "MB",
     "disk": "GB",
 }
+# Reported as whole counts (messages, pages, calls): a fraction of one is malformed.
+WHOLE_COUNT_SERVICES = frozenset({"sms", "fax", "api"})
 # Destinations: E.164 numbers (longest prefix) for these, ISO countries for data.
 NUMBER_SERVICES = frozenset({"voice", "sms", "fax"})
 COUNTRY_SERVICES = frozenset({"data"})

@@ -52,6 +52,7 @@ REJECTION_LABELS = {
     "subaccount_inactive": gettext_lazy("subaccount deactivated"),
     "no_tariff": gettext_lazy("no tariff"),
     "negative_quantity": gettext_lazy("negative quantity"),
+    "fractional_quantity": gettext_lazy("part of a whole unit"),
     "occurred_in_future": gettext_lazy("time in the future"),
 }
 # Years a month parameter may name: calendar_month needs the month after it to exist.

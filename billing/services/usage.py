@@ -34,7 +34,7 @@ from accounts.models import Company, Subaccount
 from ..bulk import insert_rows, rows_by_key, update_column
 from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
-from ..rating import price_event
+from ..rating import WHOLE_COUNT_SERVICES, price_event
 from .ledger import UsageBooks
 from .rating import RatingError, normalise_destination, tariff_index
 from .recurring import subscription_first_use
@@ -374,6 +374,8 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
         return "unknown_account", f"No account “{event.account}”."
     if event.quantity < 0:
         return "negative_quantity", "The quantity must be zero or more."
+    if event.service in WHOLE_COUNT_SERVICES and event.quantity % 1:
+        return "fractional_quantity", f"{event.service} is counted in whole units, not parts."
     if event.occurred_at > now + FUTURE_TOLERANCE:
         return "occurred_in_future", "occurred_at is in the future."
     if event.subaccount:

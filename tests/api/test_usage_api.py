@@ -145,6 +145,8 @@ def test_per_event_rejections_have_codes_and_do_not_stop_the_batch(client, setup
             event("e", subaccount="ghost"),
             event("f", service="data", destination="ZZ", quantity=10),
             event("g", service="sms", destination="+15551234567", quantity=1),
+            event("h", service="sms", destination="+15551234567", quantity=0.5),
+            event("i", service="sms", destination="+15551234567", quantity="2.000"),
         ],
     ).json()["results"]
     codes = [r["error"]["code"] if r["error"] else r["status"] for r in results]
@@ -155,6 +157,8 @@ def test_per_event_rejections_have_codes_and_do_not_stop_the_batch(client, setup
         "invalid_destination",
         "unknown_subaccount",
         "invalid_destination",
+        "charged",
+        "fractional_quantity",
         "charged",
     ]
 
