@@ -14,7 +14,8 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
-from billing.admin.base import ReadOnlyAdmin
+from billing.admin.base import ActionDone, ReadOnlyAdmin, StaffActionMixin, company_summary
+from billing.forms import TransactionReverseForm
 
 from .credit_notes import credit_note_issue
 from .emails import statement_email_resend
@@ -31,7 +32,7 @@ from .models import (
     StatementRun,
     StatementRunItem,
 )
-from .payments import payment_record
+from .payments import payment_record, payment_reverse
 from .selectors import AGING_BUCKETS, receivables_aging
 from .views import pdf_response, receipt_response
 
@@ -347,9 +348,14 @@ def bill_to(document: Statement | Payment) -> str:
     )
 
 
+# Who may reverse a payment: whoever may reverse ledger transactions.
+REVERSE_PERMISSION = "billing.reverse_transaction"
+
+
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
-    """Payments are recorded through the service (add form) and never changed afterwards."""
+class PaymentAdmin(StaffActionMixin, ReadOnlyAdmin):
+    """Payments are recorded through the service (add form) and never changed afterwards;
+    one recorded by mistake is reversed from its page (``payment_reverse``)."""
 
     list_display = [
         "receipt_number",
@@ -374,6 +380,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "receipt_link",
     ]
     exclude = ["parties"]
+    change_form_template = "admin/billing/change_form_with_actions.html"
 
     @admin.display(description=_("bill to (at issue)"))
     def bill_to(self, obj):
@@ -389,8 +396,66 @@ class PaymentAdmin(ReadOnlyAdmin):
                 self.admin_site.admin_view(self.receipt_view),
                 name="invoicing_payment_receipt",
             ),
+            path(
+                "<path:object_id>/reverse/",
+                self.admin_site.admin_view(self.reverse_view),
+                name="invoicing_payment_reverse",
+            ),
             *super().get_urls(),
         ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if (
+            obj is not None
+            and obj.status == Payment.Status.SUCCESSFUL
+            and request.user.has_perm(REVERSE_PERMISSION)
+        ):
+            context["staff_actions"] = [
+                {
+                    "url": reverse("admin:invoicing_payment_reverse", args=[obj.pk]),
+                    "label": gettext("Reverse payment"),
+                }
+            ]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def reverse_view(self, request, object_id):
+        payment = self.staff_action_object(request, object_id, REVERSE_PERMISSION)
+        form = TransactionReverseForm(self.staff_action_data(request), company=payment.company)
+        invoices = ", ".join(
+            allocation.statement.number
+            for allocation in payment.allocations.select_related("statement")
+        )
+
+        def perform(data) -> ActionDone:
+            payment_reverse(payment=payment, reason=data["reason"], actor=request.user)
+            return ActionDone(
+                gettext("Payment %(number)s reversed; the invoices it paid are open again.")
+                % {"number": payment.receipt_number},
+                log=f"Reversed: {data['reason']}",
+            )
+
+        summary = [
+            (_("receipt"), payment.receipt_number),
+            (_("amount"), str(payment.amount)),
+            (_("Invoices it paid"), invoices or "—"),
+            *company_summary(payment.company, timezone.now()),
+        ]
+        effect = gettext(
+            "Reverses the payment's ledger transaction (the company owes the amount again), "
+            "removes its allocations and reopens the invoices it paid. The payment and its "
+            "receipt number stay, marked reversed."
+        )
+        return self.staff_action_response(
+            request,
+            obj=payment,
+            form=form,
+            perform=perform,
+            title=gettext("Reverse payment %(number)s") % {"number": payment.receipt_number},
+            submit_label=gettext("Reverse payment"),
+            summary=summary,
+            effect=effect,
+            can_submit=payment.status == Payment.Status.SUCCESSFUL,
+        )
 
     def receipt_view(self, request, pk):
         payment = self.get_object(request, str(pk))

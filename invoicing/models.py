@@ -357,7 +357,8 @@ class Payment(models.Model):
     A successful payment is posted to the ledger once (idempotency key ``payment:<id>``:
     customer balance up, ``cash`` down) and allocated to open invoices by
     ``PaymentAllocation`` rows; what no invoice took stays unallocated on the payment.
-    Recorded payments are never edited or deleted: a mistake is reversed in the ledger.
+    Recorded payments are never edited or deleted: a mistake is reversed in the ledger with
+    the payment (``payment_reverse``), which reopens the invoices it paid.
     """
 
     class Method(models.TextChoices):
@@ -369,6 +370,8 @@ class Payment(models.Model):
         PENDING = "pending", _("Pending")
         SUCCESSFUL = "successful", _("Successful")
         FAILED = "failed", _("Failed")
+        # Recorded by mistake and reversed in the ledger (``payment_reverse``).
+        REVERSED = "reversed", _("Reversed")
 
     company = models.ForeignKey(
         Company, on_delete=models.PROTECT, related_name="payments", verbose_name=_("company")

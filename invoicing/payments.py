@@ -24,6 +24,7 @@ from djmoney.money import Money
 
 from accounts.models import Company, CompanyBlock
 from accounts.services import company_unblock, lock_company
+from billing.exceptions import ReversalRefused
 from billing.models import LedgerAccount, LedgerTransaction
 from billing.money import quantize_amount
 from billing.services import ledger
@@ -31,7 +32,7 @@ from billing.services import ledger
 from .exceptions import PaymentRefused
 from .models import OPEN_PAYMENT_STATUSES, Payment, PaymentAllocation, Statement
 from .numbering import numbers_take
-from .selectors import document_parties, open_amounts
+from .selectors import amounts_paid, document_parties, open_amounts
 
 RECEIPT_PREFIX = "RCP"
 CASH_ACCOUNT = (LedgerAccount.Kind.CASH, "cash")
@@ -143,6 +144,53 @@ def payment_record(
         invoice.save(update_fields=["payment_status"])
     _lift_overdue_block(company, open_invoices, now, payment)
     return payment
+
+
+@transaction.atomic
+def payment_reverse(
+    *, payment: Payment, reason: str, actor, now: datetime | None = None
+) -> Payment:
+    """Undo a payment recorded by mistake: its ledger transaction is reversed (the company
+    owes again), its allocations are removed and the invoices it paid are open again
+    (pending, or partially paid by other payments), so dunning sees them on its next run.
+    The payment and its receipt number stay, marked reversed.
+
+    Locks the company, then the payment and its invoices. Raises ``ReversalRefused`` for a
+    payment that is not successful (one already reversed included: a second submit)."""
+    now = now or timezone.now()
+    if not reason.strip():
+        raise ReversalRefused("Say why the payment is reversed.")
+    lock_company(payment.company_id)
+    locked = Payment.objects.select_for_update().get(pk=payment.pk)
+    if locked.status != Payment.Status.SUCCESSFUL:
+        raise ReversalRefused(
+            f"Payment {locked.receipt_number} is {locked.get_status_display().lower()}; "
+            "only a successful payment can be reversed."
+        )
+    ledger.ledger_reverse(
+        transaction=locked.transaction,
+        reason=f"Payment {locked.receipt_number} reversed: {reason.strip()}",
+        actor=actor,
+        now=now,
+        with_its_payment=True,
+    )
+    invoice_ids = list(locked.allocations.values_list("statement_id", flat=True))
+    locked.allocations.all().delete()
+    invoices = list(Statement.objects.select_for_update().filter(pk__in=invoice_ids).order_by("pk"))
+    paid = amounts_paid(invoice_ids)
+    for invoice in invoices:
+        still_paid = paid.get(invoice.pk, ZERO)
+        if still_paid <= 0:
+            invoice.payment_status = Statement.PaymentStatus.PENDING
+        elif still_paid < invoice.invoice_amount.amount:
+            invoice.payment_status = Statement.PaymentStatus.PARTIALLY_PAID
+        else:
+            continue
+        invoice.save(update_fields=["payment_status"])
+    locked.status = Payment.Status.REVERSED
+    locked.save(update_fields=["status"])
+    payment.status = locked.status
+    return locked
 
 
 def _check_amount(company: Company, amount: Money) -> None:

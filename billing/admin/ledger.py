@@ -237,7 +237,7 @@ class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
             # Offered only where the service could agree; it still has the last word.
             reversible = (
                 obj.company_id is not None
-                and obj.kind != LedgerTransaction.Kind.EXPIRY
+                and obj.kind not in (LedgerTransaction.Kind.EXPIRY, LedgerTransaction.Kind.PAYMENT)
                 and obj.reverses_id is None
                 and self._reversal_of(obj) is None
             )

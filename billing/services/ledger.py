@@ -348,8 +348,12 @@ def ledger_reverse(
     actor=None,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    with_its_payment: bool = False,
 ) -> LedgerTransaction:
     """Post the exact opposite of ``transaction``; the original stays as it was.
+
+    A payment's transaction is reversed only with the payment (``with_its_payment``, by
+    ``invoicing.payments.payment_reverse``), which also reopens the invoices it paid.
 
     Credit taken from a lot goes back to that lot if it is still unexpired, otherwise into a
     new adjustment lot (prepaid) or the plain balance (postpaid). Credit granted into a lot
@@ -363,6 +367,11 @@ def ledger_reverse(
         raise ReversalRefused("Say why the transaction is reversed.")
     if original.kind == Kind.EXPIRY:
         raise ReversalRefused("Expired credit cannot be revived by a reversal; grant new credits.")
+    if original.kind == Kind.PAYMENT and not with_its_payment:
+        raise ReversalRefused(
+            "A payment is reversed from its page under Payments, which also reopens the "
+            "invoices it paid."
+        )
     if original.reverses_id is not None:
         raise ReversalRefused(f"Transaction #{original.pk} is itself a reversal.")
     idempotency_key = idempotency_key or f"reversal:{original.pk}"

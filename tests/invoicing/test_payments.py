@@ -144,6 +144,74 @@ def test_paying_the_last_overdue_invoice_lifts_the_overdue_block():
     assert company.status == Company.Status.ACTIVE
 
 
+# --- Reversing a payment recorded by mistake ------------------------------------------------
+
+
+def test_reversing_a_payment_reopens_the_invoices_it_paid_and_the_company_owes_again():
+    from billing.exceptions import ReversalRefused
+    from invoicing.payments import payment_reverse
+    from tests.factories import UserFactory
+
+    company, [april, may] = invoiced_company(4, 5)
+    owed = company_balance(company)
+    first = pay(company, april.invoice_amount.amount + 400)  # April, and 400 of May
+    second = pay(company, 200)  # 200 more of May
+    may.refresh_from_db()
+    assert may.payment_status == Paid.PARTIALLY_PAID
+
+    reversed_ = payment_reverse(
+        payment=first, reason="Entered for the wrong company", actor=UserFactory(), now=NOW
+    )
+
+    assert reversed_.status == Payment.Status.REVERSED
+    assert not PaymentAllocation.objects.filter(payment=first).exists()
+    april.refresh_from_db()
+    may.refresh_from_db()
+    assert april.payment_status == Paid.PENDING
+    assert may.payment_status == Paid.PARTIALLY_PAID  # the second payment still pays 200
+    assert company_balance(company) == owed + second.amount
+    reversal = LedgerTransaction.objects.get(reverses=first.transaction)
+    assert "Entered for the wrong company" in reversal.description
+    assert reconcile(now=NOW).ok
+    # A second submit finds it reversed: refused, nothing more changes.
+    with pytest.raises(ReversalRefused, match="only a successful payment"):
+        payment_reverse(payment=first, reason="Again", actor=UserFactory(), now=NOW)
+    assert LedgerTransaction.objects.filter(reverses=first.transaction).count() == 1
+
+
+def test_a_payments_transaction_is_not_reversed_alone():
+    from billing.exceptions import ReversalRefused
+    from billing.services import ledger
+
+    company, [april] = invoiced_company(4)
+    payment = pay(company, april.invoice_amount.amount)
+    with pytest.raises(ReversalRefused, match="reversed from its page under Payments"):
+        ledger.ledger_reverse(transaction=payment.transaction, reason="Mistake", now=NOW)
+    april.refresh_from_db()
+    assert april.payment_status == Paid.PAID
+
+
+def test_staff_reverse_a_payment_from_its_page(admin_client):
+    from django.urls import reverse
+
+    company, [april] = invoiced_company(4)
+    payment = pay(company, april.invoice_amount.amount)
+    page = admin_client.get(reverse("admin:invoicing_payment_change", args=[payment.pk]))
+    url = reverse("admin:invoicing_payment_reverse", args=[payment.pk])
+    assert url in page.text
+    confirm = admin_client.get(url)
+    assert confirm.status_code == 200 and april.number in confirm.text
+    assert admin_client.post(url, {"reason": " "}).status_code == 200  # a reason is needed
+    response = admin_client.post(url, {"reason": "Bank returned the transfer"})
+    assert response.status_code == 302
+    payment.refresh_from_db()
+    april.refresh_from_db()
+    assert payment.status == Payment.Status.REVERSED
+    assert april.payment_status == Paid.PENDING
+    page = admin_client.get(reverse("admin:invoicing_payment_change", args=[payment.pk]))
+    assert url not in page.text  # nothing left to reverse
+
+
 # --- Admin, receipt, portal ------------------------------------------------------------------
 
 
