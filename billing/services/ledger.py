@@ -541,9 +541,9 @@ def company_details_save(
     if unknown:
         raise ValueError(f"Not company details: {sorted(unknown)}")
     fields = [name for name in COMPANY_DETAIL_FIELDS if name in set(fields)]
-    book = _CompanyBook(company, now or timezone.now())
     if not fields:
         return company
+    book = _CompanyBook(company, now or timezone.now())
     columns = [
         column
         for name in fields
