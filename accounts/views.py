@@ -1,5 +1,7 @@
 """Portal pages of the accounts app: dashboard, company switcher, subaccounts."""
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -45,8 +47,19 @@ def company_switch(request):
     )
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        return redirect(next_url)
+        return redirect(_without_object(next_url))
     return redirect("portal:dashboard")
+
+
+def _without_object(url: str) -> str:
+    """The page to show after switching: the one the user was on, cut before the first
+    object id in its path (``/portal/statements/12/`` → ``/portal/statements/``): an object
+    of the company just left is a 404 in the other."""
+    segments = urlsplit(url).path.split("/")
+    for index, segment in enumerate(segments):
+        if segment.isdigit():
+            return "/".join(segments[:index]) + "/"
+    return url
 
 
 @portal_view()

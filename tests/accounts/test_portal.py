@@ -186,3 +186,23 @@ def test_switching_to_an_id_beyond_the_database_is_a_message_not_a_crash(client)
     response = client.post(reverse("portal:company_switch"), {"company": str(10**30)}, follow=True)
     assert response.status_code == 200
     assert "Choose a company to switch to." in response.text
+
+
+@pytest.mark.parametrize(
+    ("page", "lands_on"),
+    [
+        ("/portal/statements/12/", "/portal/statements/"),
+        ("/portal/payments/7/receipt/", "/portal/payments/"),
+        ("/portal/usage/?month=2026-11", "/portal/usage/?month=2026-11"),
+    ],
+)
+def test_switching_from_an_objects_page_lands_on_its_list(client, page, lands_on):
+    """An object of the company just left would be a 404 in the other one."""
+    user = UserFactory()
+    MembershipFactory(user=user)
+    other = MembershipFactory(user=user)
+    client.force_login(user)
+    response = client.post(
+        reverse("portal:company_switch"), {"company": other.company_id, "next": page}
+    )
+    assert response.status_code == 302 and response["Location"] == lands_on
