@@ -58,14 +58,15 @@ class NumberInUse(BillingError):
 
 
 class RecurringChargesFailed(BillingError):
-    """Some batches of a run of recurring charges were refused; the others were charged.
-    ``errors`` holds the first refusal of each failed batch (its note names the company)."""
+    """Some companies' recurring charges were refused; the others' were recorded.
+    ``errors`` holds each refusal, its note naming the company."""
 
     def __init__(self, charged: int, errors: list[Exception]):
         self.charged, self.errors = charged, errors
         reasons = "; ".join(
-            f"{' '.join(getattr(error, '__notes__', []))}: {error}".lstrip(": ") for error in errors
+            f"{' '.join(getattr(error, '__notes__', None) or ['a company'])}: {error}"
+            for error in errors
         )
         super().__init__(
-            f"{len(errors)} batch(es) failed ({charged} charge(s) recorded): {reasons}"
+            f"{len(errors)} company(ies) refused ({charged} charge(s) recorded): {reasons}"
         )

@@ -316,20 +316,35 @@ def recurring_charge_companies(
 
     If the batch fails (one company's charge is refused, say), nothing of it is kept and
     each company is charged again in its own transaction, so one company cannot hold up
-    the others; the first error is raised once all have been tried.
+    the others; the first error is raised once all have been tried (a task retries on its
+    kind), with a note naming its company and one for each other company refused.
     """
+    charged, errors = _charge_batch(company_ids, as_of, day, now)
+    if errors:
+        first = errors[0]
+        for other in errors[1:]:
+            first.add_note(f"{' '.join(getattr(other, '__notes__', []))}: {other}")
+        raise first
+    return charged
+
+
+def _charge_batch(
+    company_ids: list[int], as_of: datetime | None, day: date | None, now: datetime | None
+) -> tuple[int, list[Exception]]:
+    """``recurring_charge_companies``'s work: the charges recorded, and each refusal (its
+    note names the company)."""
     now = now or timezone.now()
     as_of = as_of or now
     try:
         with transaction.atomic():
             companies = lock_companies(company_ids)
             as_of_by_id = {company.pk: _as_of(company, as_of, day) for company in companies}
-            return _charge_locked(companies, as_of_by_id, now)
+            return _charge_locked(companies, as_of_by_id, now), []
     except Exception as error:
         if len(company_ids) == 1:
             code = Company.objects.filter(pk=company_ids[0]).values_list("account_code").first()
             error.add_note(f"company {code[0] if code else company_ids[0]}")
-            raise
+            return 0, [error]
         logger.exception("Recurring batch of %d companies failed; one by one.", len(company_ids))
     charged, errors = 0, []
     for company in Company.objects.filter(pk__in=company_ids).order_by("pk"):
@@ -337,14 +352,12 @@ def recurring_charge_companies(
             records = recurring_charge_company(
                 company=company, as_of=_as_of(company, as_of, day), now=now
             )
-        except Exception as error:  # noqa: BLE001 - raised below, after the others
+        except Exception as error:  # noqa: BLE001 - returned, after the others are tried
             error.add_note(f"company {company.account_code}")
             errors.append(error)
         else:
             charged += len(records)
-    if errors:
-        raise errors[0]
-    return charged
+    return charged, errors
 
 
 def _as_of(company: Company, as_of: datetime, day: date | None) -> datetime:
@@ -537,12 +550,11 @@ def recurring_charge_all(
         bound = as_of = as_of or now
     charged, failed = 0, []
     for batch in in_batches(companies_with_charges_due(bound), batch_size):
-        # A company whose charge is refused holds up no other batch: each is tried, and
-        # the failures are reported together at the end.
-        try:
-            charged += recurring_charge_companies(company_ids=batch, as_of=as_of, day=day, now=now)
-        except Exception as error:  # noqa: BLE001 - raised below, after the others
-            failed.append(error)
+        # A company whose charge is refused holds up no other company: each is tried, and
+        # the refusals are reported together at the end.
+        recorded, errors = _charge_batch(batch, as_of, day, now)
+        charged += recorded
+        failed += errors
     if failed:
         raise RecurringChargesFailed(charged, failed)
     return charged

@@ -210,9 +210,25 @@ def test_a_refused_batch_does_not_stop_the_run_and_the_command_names_the_company
         assert RecurringCharge.objects.filter(company=company).count() == PER_COMPANY
     assert not RecurringCharge.objects.filter(company=stuck).exists()
 
-    # The command says so in one sentence (run as of a day: the clock is not moved here).
+    # The command says so in one sentence (run as of now: the stuck company is still stuck).
     with pytest.raises(CommandError, match=f"company {stuck.account_code}: "):
         call_command("run_recurring")
+
+
+def test_every_refused_company_of_a_batch_is_named():
+    from billing.exceptions import RecurringChargesFailed
+
+    companies = [company_with_items(n) for n in range(4)]
+    stuck = [companies[0], companies[2]]
+    for company in stuck:
+        number = PhoneNumber.objects.get(company=company)
+        charge(CompanyFactory(), 1, now=START, key=f"recurring:did:{number.pk}:0")
+
+    with pytest.raises(RecurringChargesFailed) as failed:
+        recurring.recurring_charge_all(as_of=AS_OF, now=AS_OF, batch_size=4)
+    message = str(failed.value)
+    assert all(f"company {company.account_code}: " in message for company in stuck)
+    assert failed.value.charged == 2 * PER_COMPANY
 
 
 def test_a_batch_skips_a_company_that_no_longer_exists():
