@@ -6,7 +6,7 @@ a SHA-256 hash. Views only translate JSON to the services and back.
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -24,6 +24,7 @@ from accounts.models import Company
 from .authorization import ApiKeyRefused, usage_authorize
 from .models import ApiKey, api_key_hash
 from .money import quantize_amount
+from .periods import FIRST_YEAR, LAST_YEAR, utc_within_years
 from .selectors import company_available, company_balance
 from .services.usage import UsageEvent, usage_ingest
 
@@ -79,12 +80,8 @@ def _no_nul(value: str | None) -> str | None:
 
 def _plausible_instant(value: datetime) -> datetime:
     # Also keeps every later comparison and the database away from the calendar's ends.
-    try:
-        utc = value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must be between 1970 and 2999") from None
-    if not 1970 <= utc.year <= 2999:
-        raise ValueError("must be between 1970 and 2999")
+    if utc_within_years(value) is None:
+        raise ValueError(f"must be between {FIRST_YEAR} and {LAST_YEAR}")
     return value
 
 

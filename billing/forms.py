@@ -29,7 +29,6 @@ from .models import (
 )
 from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
 from .rating import COUNTRY_SERVICES, NUMBER_SERVICES
-from .services.rating import COUNTRIES
 from .services.tariffs import HEADER, destination_clean
 
 # Room for ¥99,999,999,999 with the ledger's four decimals, far inside the 19-digit columns.
@@ -326,12 +325,9 @@ class BundleForm(forms.ModelForm):
             return cleaned
         kept, refused = [], []
         for entry in destinations.replace(",", " ").upper().split():  # as typed, but for case
-            digits = entry.removeprefix("+")
-            if service in NUMBER_SERVICES and digits.isascii() and digits.isdigit():
-                kept.append(digits)
-            elif service in COUNTRY_SERVICES and entry in COUNTRIES:
-                kept.append(entry)
-            else:
+            try:  # the rule of a rate's destination, the one usage is matched by
+                kept.append(destination_clean(service, entry))
+            except ValueError:
                 refused.append(entry)
         if refused:
             if service in NUMBER_SERVICES:

@@ -10,14 +10,26 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-# The offsets furthest from UTC that a billing time zone can have (Baker Island, Kiribati).
-EARLIEST_OFFSET, LATEST_OFFSET = timedelta(hours=-12), timedelta(hours=14)
+# The offset furthest ahead of UTC that a billing time zone can have (Kiribati).
+LATEST_OFFSET = timedelta(hours=14)
+# The years of any instant taken from outside (an event, a rate's start): far from the
+# calendar's ends, where converting to UTC can overflow.
+FIRST_YEAR, LAST_YEAR = 1970, 2999
 
 
 def latest_date_anywhere(now: datetime) -> date:
     """The date it is now in the time zone furthest ahead: a day after it has begun nowhere,
     and work "as of" it (fees, reminders) would be done ahead of time."""
     return (now.astimezone(UTC) + LATEST_OFFSET).date()
+
+
+def utc_within_years(value: datetime) -> datetime | None:
+    """``value`` (aware) in UTC, or None when it falls outside ``FIRST_YEAR``–``LAST_YEAR``."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return None
+    return utc if FIRST_YEAR <= utc.year <= LAST_YEAR else None
 
 
 def _local_datetime(day: date, clock: time, tz: ZoneInfo) -> datetime:

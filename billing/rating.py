@@ -152,17 +152,7 @@ def affordable_quantity(
     quantity = _affordable_exactly(budget=budget + half_unit, **terms)
     if quantity is None or quantity <= 0:
         return quantity
-    charged = price_event(
-        service=service,
-        quantity=quantity,
-        unit_price=unit_price,
-        currency=currency,
-        bundle_left=bundle_left,
-        connection_fee=connection_fee,
-        minimum=minimum,
-        first=first,
-        increment=increment,
-    ).amount
+    charged = price_event(quantity=quantity, currency=currency, **terms).amount
     if charged <= budget:
         return quantity
     # Exactly half a unit over, which rounds up: one step less is the most.

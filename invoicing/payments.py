@@ -138,9 +138,7 @@ def payment_record(
     )
     for invoice, value in plan:
         left = open_amount[invoice.pk] - value
-        invoice.payment_status = (
-            Statement.PaymentStatus.PAID if left <= 0 else Statement.PaymentStatus.PARTIALLY_PAID
-        )
+        invoice.payment_status = _payment_status(invoice, invoice.invoice_amount.amount - left)
         invoice.save(update_fields=["payment_status"])
     _lift_overdue_block(company, open_invoices, now, payment)
     return payment
@@ -179,18 +177,21 @@ def payment_reverse(
     invoices = list(Statement.objects.select_for_update().filter(pk__in=invoice_ids).order_by("pk"))
     paid = amounts_paid(invoice_ids)
     for invoice in invoices:
-        still_paid = paid.get(invoice.pk, ZERO)
-        if still_paid <= 0:
-            invoice.payment_status = Statement.PaymentStatus.PENDING
-        elif still_paid < invoice.invoice_amount.amount:
-            invoice.payment_status = Statement.PaymentStatus.PARTIALLY_PAID
-        else:
-            continue
+        invoice.payment_status = _payment_status(invoice, paid.get(invoice.pk, ZERO))
         invoice.save(update_fields=["payment_status"])
     locked.status = Payment.Status.REVERSED
     locked.save(update_fields=["status"])
     payment.status = locked.status
     return locked
+
+
+def _payment_status(invoice: Statement, paid: Decimal) -> str:
+    """An open invoice's status once ``paid`` of it has been allocated."""
+    if paid <= 0:
+        return Statement.PaymentStatus.PENDING
+    if paid < invoice.invoice_amount.amount:
+        return Statement.PaymentStatus.PARTIALLY_PAID
+    return Statement.PaymentStatus.PAID
 
 
 def _check_amount(company: Company, amount: Money) -> None:

@@ -50,6 +50,7 @@ from django.utils.translation import gettext
 from ..exceptions import TariffImportError
 from ..models import Rate, Tariff
 from ..models.tariffs import RATE_DECIMAL_PLACES
+from ..periods import utc_within_years
 from ..rating import COUNTRY_SERVICES, NUMBER_SERVICES, SERVICES
 from .rating import COUNTRIES
 
@@ -172,13 +173,11 @@ def _instant(name: str, value: str, *, required: bool) -> datetime | None:
         return None
     try:
         instant = datetime.fromisoformat(value)
-        # The calendar's ends (0001, 9999) may not even convert to UTC: as the API, only
-        # instants from 1970 to 2999 are taken.
-        utc = instant.astimezone(UTC) if instant.tzinfo is not None else None
-        if utc is not None and not 1970 <= utc.year <= 2999:
-            utc = None
-    except (ValueError, OverflowError):
-        utc = None
+    except ValueError:
+        instant = None
+    # As the API: only instants from 1970 to 2999 (the calendar's ends, 0001 and 9999, may
+    # not even convert to UTC).
+    utc = utc_within_years(instant) if instant and instant.tzinfo else None
     if utc is None:
         raise ValueError(
             gettext(

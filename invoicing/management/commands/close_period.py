@@ -4,7 +4,7 @@ from datetime import date
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from billing.periods import latest_date_anywhere
+from billing.periods import add_months, latest_date_anywhere
 from billing.selectors_usage import MAX_YEAR, MIN_YEAR
 from invoicing.runs import period_close
 
@@ -27,8 +27,7 @@ class Command(BaseCommand):
                 f"{month!r} is not a month like 2026-03 (years {MIN_YEAR} to {MAX_YEAR})."
             )
         year, number = int(match[1]), int(match[2])
-        next_month = date(year + number // 12, number % 12 + 1, 1)
-        if next_month > latest_date_anywhere(timezone.now()):
+        if date(*add_months(year, number, 1), 1) > latest_date_anywhere(timezone.now()):
             # Otherwise a run would be recorded for a month no company can be issued yet.
             raise CommandError(f"{month} has not ended yet in any time zone.")
         result = period_close(year=year, month=number)

@@ -31,11 +31,11 @@ class Command(BaseCommand):
             except ValueError as error:
                 raise CommandError(f"--date {date!r} is not a date like 2026-11-30.") from error
         now = timezone.now()
-        if today is not None and today > latest_date_anywhere(now):
+        latest_today = latest_date_anywhere(now)
+        if today is not None and today > latest_today:
             # Reminding or blocking as of a later day would act on invoices not yet overdue.
             raise CommandError(
-                f"--date {date} is in the future: it is {latest_date_anywhere(now)} at the "
-                "latest anywhere."
+                f"--date {date} is in the future: it is {latest_today} at the latest anywhere."
             )
         company_ids = companies_with_overdue_invoices(now, today)
         size = settings.TOLLGATE_DUNNING_BATCH
