@@ -285,12 +285,31 @@ class BillingEmailAdmin(ReadOnlyAdmin):
     exclude = []
 
 
+class PaymentAllocationInline(admin.TabularInline):
+    model = PaymentAllocation
+    fields = ["statement", "amount"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("statement")
+
+
+class CreditNoteAllocationInline(PaymentAllocationInline):
+    verbose_name = _("invoice settled")
+    verbose_name_plural = _("invoices settled")
+    fk_name = "credit_note"
+
+
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdmin):
     list_display = ["number", "company", "amount", "reason", "issued_at", "issued_by"]
     list_select_related = ["company", "issued_by"]
     search_fields = ["number", "company__account_code"]
     readonly_fields = [*list_display, "statement", "transaction"]
+    inlines = [CreditNoteAllocationInline]
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("invoicing.add_creditnote")
@@ -305,6 +324,7 @@ class CreditNoteAdmin(ReadOnlyAdmin):
                     company=company,
                     amount=Money(form.cleaned_data["amount"], company.currency),
                     reason=form.cleaned_data["reason"],
+                    statement=form.cleaned_data["statement"],
                     actor=request.user,
                 )
             except InvoicingError as error:
@@ -326,18 +346,6 @@ class CreditNoteAdmin(ReadOnlyAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)
-
-
-class PaymentAllocationInline(admin.TabularInline):
-    model = PaymentAllocation
-    fields = ["statement", "amount"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    max_num = 0
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("statement")
 
 
 def bill_to(document: Statement | Payment) -> str:

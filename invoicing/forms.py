@@ -8,6 +8,34 @@ class CreditNoteForm(forms.Form):
     company = forms.ModelChoiceField(Company.objects.order_by("name"), label=_("company"))
     amount = forms.DecimalField(label=_("amount"), min_value=0, max_digits=19, decimal_places=4)
     reason = forms.CharField(label=_("reason"), max_length=500)
+    statement_number = forms.CharField(
+        label=_("corrects statement"),
+        max_length=40,
+        required=False,
+        help_text=_(
+            "The number of the statement or invoice it corrects, e.g. INV-2026-000012. An "
+            "open invoice named here is settled first; then the oldest open invoices."
+        ),
+    )
+
+    def clean(self):
+        from .models import Statement
+
+        data = super().clean()
+        number = data.get("statement_number", "").strip()
+        company = data.get("company")
+        data["statement"] = None
+        if number and company is not None:
+            statement = Statement.objects.filter(number=number).first()
+            if statement is None or statement.company_id != company.pk:
+                self.add_error(
+                    "statement_number",
+                    _("%(company)s has no statement numbered %(number)s.")
+                    % {"company": company.name, "number": number},
+                )
+            else:
+                data["statement"] = statement
+        return data
 
 
 class PaymentForm(forms.Form):

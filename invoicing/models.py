@@ -314,7 +314,10 @@ class StatementLine(ImmutableModel):
 
 class CreditNote(ImmutableModel):
     """A correction in the company's favour, numbered in its own series (``CN-2026-...``).
-    It is posted to the ledger when issued and shows on the next statement."""
+    It is posted to the ledger when issued and shows on the next statement. Its amount
+    includes tax, as an invoice's does (the tax in it is posted at issue). For a postpaid
+    company it settles open invoices as a payment does (``PaymentAllocation`` rows: the
+    invoice it corrects first, then the oldest); what no invoice takes lowers the next one."""
 
     company = models.ForeignKey(
         Company, on_delete=models.PROTECT, related_name="credit_notes", verbose_name=_("company")
@@ -336,6 +339,16 @@ class CreditNote(ImmutableModel):
     )
     transaction = models.OneToOneField(
         LedgerTransaction, on_delete=models.PROTECT, related_name="credit_note"
+    )
+    # The tax in the note (postpaid with a tax rate): posted with it, so the next statement
+    # does not tax the credit again (``invoicing.credit_notes.credit_note_split``).
+    tax_transaction = models.OneToOneField(
+        LedgerTransaction,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="credit_note_tax",
+        verbose_name=_("tax transaction"),
     )
 
     class Meta:
@@ -417,10 +430,21 @@ class Payment(models.Model):
 
 
 class PaymentAllocation(models.Model):
-    """The part of a payment that pays one invoice. The statement row stays immutable: what
-    an invoice has been paid is the sum of its allocations."""
+    """The part of a payment, or of a credit note, that settles one invoice. The statement
+    row stays immutable: what an invoice has been paid is the sum of its allocations,
+    whichever of the two each came from (exactly one is set)."""
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="allocations")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="allocations"
+    )
+    credit_note = models.ForeignKey(
+        CreditNote,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="allocations",
+        verbose_name=_("credit note"),
+    )
     statement = models.ForeignKey(
         Statement,
         on_delete=models.PROTECT,
@@ -430,20 +454,32 @@ class PaymentAllocation(models.Model):
     amount = money_field(_("amount"))
 
     class Meta:
-        verbose_name = _("payment allocation")
-        verbose_name_plural = _("payment allocations")
-        ordering = ["payment", "id"]
+        verbose_name = _("allocation")
+        verbose_name_plural = _("allocations")
+        ordering = ["payment", "credit_note", "id"]
         constraints = [
             models.CheckConstraint(
                 name="payment_allocation_amount_positive", condition=Q(amount__gt=0)
             ),
+            models.CheckConstraint(
+                name="allocation_from_a_payment_or_a_credit_note",
+                condition=Q(payment__isnull=False, credit_note__isnull=True)
+                | Q(payment__isnull=True, credit_note__isnull=False),
+            ),
             models.UniqueConstraint(
                 fields=["payment", "statement"], name="payment_allocation_once_per_invoice"
+            ),
+            models.UniqueConstraint(
+                fields=["credit_note", "statement"], name="credit_note_allocation_once_per_invoice"
             ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.payment_id} → {self.statement_id}: {self.amount}"
+        if self.payment_id:
+            source = f"payment {self.payment_id}"
+        else:
+            source = f"credit note {self.credit_note_id}"
+        return f"{source} → {self.statement_id}: {self.amount}"
 
 
 class BillingEmail(models.Model):

@@ -1,9 +1,10 @@
 """Recording payments received (bank transfers now; card and credits later) and allocating
 them to open invoices: everything in invoicing that writes a payment.
 
-What an invoice has been paid is the sum of its ``PaymentAllocation`` rows; the statement
-row itself stays final, only its ``payment_status`` moves (pending → partially paid → paid),
-the one column the model and the PostgreSQL trigger let change.
+What an invoice has been paid is the sum of its ``PaymentAllocation`` rows (from payments
+and credit notes: ``invoicing.settlement``); the statement row itself stays final, only its
+``payment_status`` moves (pending → partially paid → paid), the one column the model and the
+PostgreSQL trigger let change.
 
 Lock order (the house order, then the documents): the company row, then its open invoices
 (oldest first), then the ``RCP-<year>`` number series, then the ledger (which locks the
@@ -22,17 +23,23 @@ from django.db import transaction
 from django.utils import timezone
 from djmoney.money import Money
 
-from accounts.models import Company, CompanyBlock
-from accounts.services import company_unblock, lock_company
+from accounts.models import Company
+from accounts.services import lock_company
 from billing.exceptions import ReversalRefused
 from billing.models import LedgerAccount, LedgerTransaction
 from billing.money import quantize_amount
 from billing.services import ledger
 
 from .exceptions import PaymentRefused
-from .models import OPEN_PAYMENT_STATUSES, Payment, PaymentAllocation, Statement
+from .models import Payment, Statement
 from .numbering import numbers_take
 from .selectors import amounts_paid, document_parties, open_amounts
+from .settlement import (
+    allocations_write,
+    open_invoices_lock,
+    overdue_block_lift,
+    payment_status_after,
+)
 
 RECEIPT_PREFIX = "RCP"
 CASH_ACCOUNT = (LedgerAccount.Kind.CASH, "cash")
@@ -100,13 +107,7 @@ def payment_record(
                 f"is already recorded ({twin.receipt_number}). If this is another payment, "
                 "confirm that it is."
             )
-    open_invoices = list(
-        Statement.objects.select_for_update()
-        .filter(
-            company=company, kind=Statement.Kind.INVOICE, payment_status__in=OPEN_PAYMENT_STATUSES
-        )
-        .order_by("period_start", "id")
-    )
+    open_invoices = open_invoices_lock(company)
     open_amount = open_amounts(open_invoices)
     plan = _allocation_plan(amount, open_invoices, open_amount, allocations)
 
@@ -128,19 +129,8 @@ def payment_record(
     payment.transaction = _post_to_ledger(company, payment, now)
     payment.save(update_fields=["transaction"])
 
-    PaymentAllocation.objects.bulk_create(
-        [
-            PaymentAllocation(
-                payment=payment, statement=invoice, amount=Money(value, amount.currency)
-            )
-            for invoice, value in plan
-        ]
-    )
-    for invoice, value in plan:
-        left = open_amount[invoice.pk] - value
-        invoice.payment_status = _payment_status(invoice, invoice.invoice_amount.amount - left)
-        invoice.save(update_fields=["payment_status"])
-    _lift_overdue_block(company, open_invoices, now, payment)
+    allocations_write(plan, open_amount, payment=payment)
+    overdue_block_lift(company, open_invoices, now, note=f"Paid, receipt {payment.receipt_number}")
     return payment
 
 
@@ -177,21 +167,12 @@ def payment_reverse(
     invoices = list(Statement.objects.select_for_update().filter(pk__in=invoice_ids).order_by("pk"))
     paid = amounts_paid(invoice_ids)
     for invoice in invoices:
-        invoice.payment_status = _payment_status(invoice, paid.get(invoice.pk, ZERO))
+        invoice.payment_status = payment_status_after(invoice, paid.get(invoice.pk, ZERO))
         invoice.save(update_fields=["payment_status"])
     locked.status = Payment.Status.REVERSED
     locked.save(update_fields=["status"])
     payment.status = locked.status
     return locked
-
-
-def _payment_status(invoice: Statement, paid: Decimal) -> str:
-    """An open invoice's status once ``paid`` of it has been allocated."""
-    if paid <= 0:
-        return Statement.PaymentStatus.PENDING
-    if paid < invoice.invoice_amount.amount:
-        return Statement.PaymentStatus.PARTIALLY_PAID
-    return Statement.PaymentStatus.PAID
 
 
 def _check_amount(company: Company, amount: Money) -> None:
@@ -268,22 +249,3 @@ def _post_to_ledger(company: Company, payment: Payment, now: datetime) -> Ledger
         now=now,
     )
     return posted
-
-
-def _lift_overdue_block(
-    company: Company, open_invoices: list[Statement], now: datetime, payment: Payment
-) -> None:
-    """Lift an ``overdue`` block once no invoice past its due date is still open."""
-    if not CompanyBlock.objects.filter(
-        company=company, reason=CompanyBlock.Reason.OVERDUE, lifted_at=None
-    ).exists():
-        return
-    today = now.astimezone(company.tzinfo).date()
-    still_overdue = any(invoice.is_overdue_on(today) for invoice in open_invoices)
-    if not still_overdue:
-        company_unblock(
-            company=company,
-            reason=CompanyBlock.Reason.OVERDUE,
-            note=f"Paid, receipt {payment.receipt_number}",
-            now=now,
-        )

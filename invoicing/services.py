@@ -21,7 +21,8 @@ lines, and equals the ledger balance at the period end as of the last id covered
 
 Postpaid: pending ``InvoiceCredit``s (created before the period end) are posted as credits
 before tax; then tax is computed once on the taxable total (new charges and adjustments
-less credits applied, never below zero), ``round half up`` to the currency's minor unit, and
+less credits applied, never below zero; credit notes are left out, as they carry their own
+tax, posted when issued), ``round half up`` to the currency's minor unit, and
 posted to the ledger too (counter account ``tax``), so the ledger keeps saying what is owed.
 Prepaid: an account statement; prices include tax (credits are sold tax-inclusive), so no
 tax is added and nothing is due.
@@ -258,9 +259,9 @@ def tax_amount(taxable: Decimal, rate: Decimal, currency: str) -> Decimal:
 def _add_tax(draft: StatementDraft) -> None:
     if not draft.postpaid:
         return
-    taxable = draft.total(*TAXABLE_GROUPS) + sum(
-        (-credit.amount.amount for credit in draft.credits), ZERO
-    )
+    # Credit notes carry their own tax, posted when issued (``credit_note_split``).
+    taxable = draft.total(*TAXABLE_GROUPS) - draft.credit_notes
+    taxable += sum((-credit.amount.amount for credit in draft.credits), ZERO)
     draft.taxable = max(taxable, ZERO)
     tax = tax_amount(taxable, draft.company.tax_rate, draft.currency)
     if tax == 0:
@@ -398,10 +399,12 @@ def _invoice_amount(draft: StatementDraft, closing: Decimal) -> Decimal:
 
     A balance carried forward is owed on the older invoice that charged it, not again on
     this one; a payment beyond the open invoices (or a credit larger than a month's charges)
-    is a credit that lowers this amount, down to zero.
+    is a credit that lowers this amount, down to zero. A credit note is counted as a payment
+    is: it has settled older invoices first, and what they did not take lowers this amount
+    through the closing balance.
     """
     period_total = draft.total(Group.BASE_FEE, Group.USAGE, Group.ADJUSTMENT, Group.CREDIT)
-    period_total += draft.total(Group.TAX)
+    period_total += draft.total(Group.TAX) - draft.credit_notes
     not_yet_on_an_invoice = closing - draft.paid_since_end - draft.open_before
     return max(min(period_total, not_yet_on_an_invoice), ZERO)
 

@@ -134,6 +134,10 @@ class StatementDraft:
     # since the period end (posted already, shown on the next statement).
     open_before: Decimal = ZERO
     paid_since_end: Decimal = ZERO
+    # The period's credit notes (owed-positive, so zero or less): shown as adjustments, but
+    # for the invoice's own amount they count as payments do, since they settle open
+    # invoices first (``invoicing.credit_notes``).
+    credit_notes: Decimal = ZERO
     tax_transaction: LedgerTransaction | None = None
 
     @property
@@ -273,6 +277,8 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
         if kind == Kind.EXPIRY:
             draft.add_line(group, "expired", -row["total"], transaction_count=row["transactions"])
             continue
+        if kind == Kind.CREDIT_NOTE:
+            draft.credit_notes -= row["total"]
         draft.add_line(
             group,
             row["description"],
@@ -392,7 +398,8 @@ def read_usage_quantities(drafts: list[StatementDraft]) -> None:
 
 def read_open_invoices(drafts: list[StatementDraft]) -> None:
     """Postpaid: each company's open amount on earlier invoices (one query) and its payments
-    posted for after the period end (one query)."""
+    and credit notes posted for after the period end (one query): both have settled open
+    invoices already."""
     postpaid = {draft.company.pk: draft for draft in drafts if draft.postpaid}
     if not postpaid:
         return
@@ -412,7 +419,7 @@ def read_open_invoices(drafts: list[StatementDraft]) -> None:
     paid_rows = (
         LedgerPosting.objects.filter(
             transaction__company_id__in=list(postpaid),
-            transaction__kind__in=(Kind.PAYMENT, Kind.REFUND),
+            transaction__kind__in=(Kind.PAYMENT, Kind.REFUND, Kind.CREDIT_NOTE),
             transaction__effective_at__gte=earliest_end,
             account__kind=LedgerAccount.Kind.CUSTOMER,
         )

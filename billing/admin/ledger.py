@@ -154,6 +154,15 @@ class LedgerPostingInline(admin.TabularInline):
         return False
 
 
+# Kinds the ledger service never reverses from this page: an expiry (grant anew), a payment
+# (reversed from its own page, with its invoices), a credit note (an issued document).
+NOT_REVERSIBLE_HERE = (
+    LedgerTransaction.Kind.EXPIRY,
+    LedgerTransaction.Kind.PAYMENT,
+    LedgerTransaction.Kind.CREDIT_NOTE,
+)
+
+
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
     list_display = [
@@ -237,7 +246,7 @@ class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
             # Offered only where the service could agree; it still has the last word.
             reversible = (
                 obj.company_id is not None
-                and obj.kind not in (LedgerTransaction.Kind.EXPIRY, LedgerTransaction.Kind.PAYMENT)
+                and obj.kind not in NOT_REVERSIBLE_HERE
                 and obj.reverses_id is None
                 and self._reversal_of(obj) is None
             )

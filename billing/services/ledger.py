@@ -358,8 +358,8 @@ def ledger_reverse(
     Credit taken from a lot goes back to that lot if it is still unexpired, otherwise into a
     new adjustment lot (prepaid) or the plain balance (postpaid). Credit granted into a lot
     can be reversed only while the lot still holds all of it. Refuses (``ReversalRefused``)
-    a transaction already reversed, a reversal, and a credit expiry (grant new credits
-    instead). Idempotency key: ``reversal:<id>`` unless given.
+    a transaction already reversed, a reversal, a credit note (an issued document) and a
+    credit expiry (grant new credits instead). Idempotency key: ``reversal:<id>`` unless given.
     """
     now = now or timezone.now()
     original = transaction
@@ -371,6 +371,13 @@ def ledger_reverse(
         raise ReversalRefused(
             "A payment is reversed from its page under Payments, which also reopens the "
             "invoices it paid."
+        )
+    if original.kind == Kind.CREDIT_NOTE:
+        # The note is an issued, numbered document and may have settled invoices: undoing
+        # its money alone would leave both saying what is no longer true.
+        raise ReversalRefused(
+            "A credit note is an issued document and is not reversed; to take its credit "
+            "back, adjust the company's balance with a charge that names it."
         )
     if original.reverses_id is not None:
         raise ReversalRefused(f"Transaction #{original.pk} is itself a reversal.")

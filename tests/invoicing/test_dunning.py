@@ -24,7 +24,7 @@ from invoicing.payments import payment_record
 from invoicing.services import statement_issue
 from tests.factories import BillingContactFactory, CompanyFactory, UserFactory
 
-from .helpers import fee
+from .helpers import fee, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -200,17 +200,31 @@ def test_a_company_in_credit_overall_is_not_blocked_though_an_invoice_looks_open
     django_capture_on_commit_callbacks,
 ):
     company, invoice = invoiced()
-    # A credit note covers the invoice without being allocated to it: it stays "pending".
+    # An operator's grant covers the invoice without being allocated to it (a grant lowers
+    # the next invoice): the invoice stays "pending", the company owes nothing overall.
+    grant(company, invoice.invoice_amount.amount, at=datetime(2026, 6, 2, tzinfo=UTC))
+    run_hourly_task_at(datetime(2026, 6, 25, 9, tzinfo=TOKYO), django_capture_on_commit_callbacks)
+    invoice.refresh_from_db()
+    assert invoice.payment_status == Statement.PaymentStatus.PENDING
+    assert not is_blocked(company)
+    assert mail.outbox == []
+
+
+def test_a_credit_note_settles_the_invoice_so_no_reminder_and_no_block(
+    django_capture_on_commit_callbacks,
+):
+    company, invoice = invoiced()
     credit_note_issue(
         company=company,
         amount=invoice.invoice_amount,
-        reason="Goodwill",
+        reason="Billed twice",
+        statement=invoice,
         actor=UserFactory(),
         now=datetime(2026, 6, 2, tzinfo=UTC),
     )
     run_hourly_task_at(datetime(2026, 6, 25, 9, tzinfo=TOKYO), django_capture_on_commit_callbacks)
     invoice.refresh_from_db()
-    assert invoice.payment_status == Statement.PaymentStatus.PENDING
+    assert invoice.payment_status == Statement.PaymentStatus.PAID
     assert not is_blocked(company)
     assert mail.outbox == []
 

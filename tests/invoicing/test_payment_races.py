@@ -1,5 +1,6 @@
-"""Two payments for one invoice at the same moment, for real on PostgreSQL: they serialise on
-the company row, so the invoice is never allocated more than it owes."""
+"""Two payments (or a payment and a credit note) for one invoice at the same moment, for real
+on PostgreSQL: they serialise on the company row, so the invoice is never allocated more
+than it owes."""
 
 from datetime import date
 from decimal import Decimal
@@ -8,6 +9,7 @@ import pytest
 from djmoney.money import Money
 
 from billing.reconcile import reconcile
+from invoicing.credit_notes import credit_note_issue
 from invoicing.exceptions import PaymentRefused
 from invoicing.models import Payment, PaymentAllocation, Statement
 from invoicing.payments import payment_record
@@ -66,4 +68,33 @@ def test_the_same_bank_line_entered_twice_at_once_is_recorded_once():
     assert Payment.objects.count() == 1
     april.refresh_from_db()
     assert april.payment_status == Statement.PaymentStatus.PAID
+    assert reconcile().ok
+
+
+def test_a_payment_and_a_credit_note_racing_on_one_invoice_never_over_allocate_it():
+    company, [april] = invoiced_company(4)
+    due = april.invoice_amount.amount
+    amount = Money(due * 3 / 4, "JPY")
+
+    def pay():
+        return payment_record(
+            company=company, amount=amount, received_on=date(2026, 8, 9), reference="BANK", now=NOW
+        )
+
+    def credit():
+        return credit_note_issue(
+            company=company,
+            amount=amount,
+            reason="Doubled fee",
+            actor=None,
+            statement=april,
+            now=NOW,
+        )
+
+    run_together([pay, credit])
+    allocated = sum(a.amount.amount for a in PaymentAllocation.objects.filter(statement=april))
+    assert allocated == due
+    april.refresh_from_db()
+    assert april.payment_status == Statement.PaymentStatus.PAID
+    assert PaymentAllocation.objects.filter(credit_note__isnull=False).count() == 1
     assert reconcile().ok
