@@ -126,7 +126,10 @@ class EventIn(BaseModel):
         max_digits=24,
         decimal_places=6,
         le=Decimal(10) ** 15,
-        description="voice: seconds; sms, fax, api: count; data, disk: bytes",
+        description=(
+            "voice: seconds (a fraction is billed by the increments); sms, fax, api: a whole "
+            "count; data, disk: whole bytes"
+        ),
     )
     occurred_at: Instant
 

@@ -43,8 +43,9 @@ UNIT_NAMES = {
     "data": "MB",
     "disk": "GB",
 }
-# Reported as whole counts (messages, pages, calls): a fraction of one is malformed.
-WHOLE_COUNT_SERVICES = frozenset({"sms", "fax", "api"})
+# Reported in whole units (messages, pages, calls, bytes): a fraction of one is malformed.
+# Voice seconds may have a fraction: increments round them up.
+WHOLE_COUNT_SERVICES = frozenset({"sms", "fax", "api", "data", "disk"})
 # Destinations: E.164 numbers (longest prefix) for these, ISO countries for data.
 NUMBER_SERVICES = frozenset({"voice", "sms", "fax"})
 COUNTRY_SERVICES = frozenset({"data"})

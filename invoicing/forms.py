@@ -6,7 +6,13 @@ from accounts.models import Company
 
 class CreditNoteForm(forms.Form):
     company = forms.ModelChoiceField(Company.objects.order_by("name"), label=_("company"))
-    amount = forms.DecimalField(label=_("amount"), min_value=0, max_digits=19, decimal_places=4)
+    amount = forms.DecimalField(
+        label=_("amount"),
+        min_value=0,
+        max_digits=19,
+        decimal_places=4,
+        help_text=_("What the customer gets back, tax included, as on an invoice."),
+    )
     reason = forms.CharField(label=_("reason"), max_length=500)
     statement_number = forms.CharField(
         label=_("corrects statement"),

@@ -375,7 +375,8 @@ def _precheck(event, company, subaccounts, tariff, now) -> tuple[str, str] | Non
     if event.quantity < 0:
         return "negative_quantity", "The quantity must be zero or more."
     if event.service in WHOLE_COUNT_SERVICES and event.quantity % 1:
-        return "fractional_quantity", f"{event.service} is counted in whole units, not parts."
+        unit = "bytes" if event.service in ("data", "disk") else "units"
+        return "fractional_quantity", f"{event.service} is counted in whole {unit}, not parts."
     if event.occurred_at > now + FUTURE_TOLERANCE:
         return "occurred_in_future", "occurred_at is in the future."
     if event.subaccount:

@@ -147,6 +147,8 @@ def test_per_event_rejections_have_codes_and_do_not_stop_the_batch(client, setup
             event("g", service="sms", destination="+15551234567", quantity=1),
             event("h", service="sms", destination="+15551234567", quantity=0.5),
             event("i", service="sms", destination="+15551234567", quantity="2.000"),
+            event("j", service="data", destination="JP", quantity=1.5),
+            event("k", service="data", destination="JP", quantity=2048),
         ],
     ).json()["results"]
     codes = [r["error"]["code"] if r["error"] else r["status"] for r in results]
@@ -157,6 +159,8 @@ def test_per_event_rejections_have_codes_and_do_not_stop_the_batch(client, setup
         "invalid_destination",
         "unknown_subaccount",
         "invalid_destination",
+        "charged",
+        "fractional_quantity",
         "charged",
         "fractional_quantity",
         "charged",
