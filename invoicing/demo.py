@@ -8,6 +8,7 @@ nothing. Each month is issued on the 2nd of the next, as the hourly run would ha
 the invoices already past their due date are paid by bank transfer three days before it,
 recorded on that day, before the next month is closed: so each statement shows the
 payments of its month, the Payment history has receipts and no demo company is overdue.
+The postpaid demo company also has one credit note, on its latest invoice.
 """
 
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,8 +17,10 @@ from djmoney.money import Money
 
 from accounts.models import Company
 from billing.demo import DAYS
+from billing.money import quantize_amount
 
-from .models import OPEN_PAYMENT_STATUSES, Statement
+from .credit_notes import credit_note_issue
+from .models import OPEN_PAYMENT_STATUSES, CreditNote, Statement
 from .payments import payment_record
 from .runs import period_close
 from .selectors import open_amounts
@@ -73,3 +76,28 @@ def seed_payments(now: datetime, received_before: date | None = None) -> int:
         )
         recorded += 1
     return recorded
+
+
+def seed_credit_note(now: datetime) -> CreditNote | None:
+    """A goodwill credit note of a tenth of the postpaid demo company's latest invoice,
+    settling part of it (once: none is issued when the company has one already)."""
+    invoice = (
+        Statement.objects.filter(company__account_code="kumo-postpaid", kind=Statement.Kind.INVOICE)
+        .select_related("company")
+        .order_by("-period_start")
+        .first()
+    )
+    if invoice is None or CreditNote.objects.filter(company=invoice.company).exists():
+        return None
+    amount = quantize_amount(invoice.invoice_amount.amount / 10, invoice.currency)
+    if amount <= 0:
+        return None
+    return credit_note_issue(
+        company=invoice.company,
+        amount=Money(amount, invoice.currency),
+        reason="Goodwill for the voice outage of the 14th",
+        actor=None,
+        statement=invoice,
+        idempotency_key=f"demo-credit-note:{invoice.pk}",
+        now=now,
+    )

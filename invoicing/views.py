@@ -11,7 +11,12 @@ from accounts.portal import portal_view
 
 from .documents import receipt_pdf, statement_context, statement_csv_rows, statement_pdf
 from .models import Payment, Statement
-from .selectors import company_payments, company_statements, payment_history_rows
+from .selectors import (
+    company_credit_notes,
+    company_payments,
+    company_statements,
+    payment_history_rows,
+)
 
 PAYMENTS_PER_PAGE = 25
 
@@ -54,15 +59,19 @@ def pdf_response(statement: Statement) -> HttpResponse:
 @portal_view("view_billing")
 def payment_history(request):
     """Payments newest first, paginated by payment (a fixed number of queries per page);
-    each payment shows one row per invoice it paid."""
+    each payment shows one row per invoice it paid. Below them the credit notes, which
+    settle invoices too, paginated apart (``?notes=``)."""
     page = Paginator(
         company_payments(request.company).prefetch_related("allocations__statement"),
         PAYMENTS_PER_PAGE,
     ).get_page(request.GET.get("page"))
+    notes = Paginator(company_credit_notes(request.company), PAYMENTS_PER_PAGE).get_page(
+        request.GET.get("notes")
+    )
     return render(
         request,
         "portal/payments.html",
-        {"page": page, "rows": payment_history_rows(page.object_list)},
+        {"page": page, "rows": payment_history_rows(page.object_list), "notes": notes},
     )
 
 

@@ -7,7 +7,7 @@ from accounts.models import BillingContact, Company, Membership, Subaccount
 from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
 from config.schedules import PERIODIC_TASKS
-from invoicing.models import Payment, Statement
+from invoicing.models import CreditNote, Payment, Statement
 
 pytestmark = pytest.mark.django_db
 
@@ -71,6 +71,9 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
         assert invoice.amount_due == invoice.invoice_amount
     paid = Statement.objects.filter(company__account_code="kumo-postpaid", payments__gt=0)
     assert paid.exists() and Payment.objects.exists()
+    # One goodwill credit note, settling part of the latest invoice.
+    note = CreditNote.objects.get(company__account_code="kumo-postpaid")
+    assert note.allocations.get().statement == note.statement
     assert reconcile().ok
     output = capsys.readouterr().out
     assert "operator" in output and "alice" in output and "tollgate-demo" in output

@@ -8,6 +8,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from djmoney.money import Money
 
@@ -21,7 +23,7 @@ from invoicing.dunning import dunning_run
 from invoicing.exceptions import InvoicingError
 from invoicing.models import CreditNote, PaymentAllocation, Statement
 from invoicing.selectors import invoice_open_amount
-from tests.factories import CompanyFactory, UserFactory
+from tests.factories import CompanyFactory, MembershipFactory, UserFactory
 
 from .helpers import fee
 from .test_invoice_amounts import close, open_total, owed, postpaid_company
@@ -264,3 +266,33 @@ def test_admin_refuses_a_number_of_another_company_and_writes_nothing(admin_clie
         assert response.status_code == 200
         assert f"has no statement numbered {number}" in response.text
     assert not CreditNote.objects.exists()
+
+
+def test_the_portal_lists_the_companys_credit_notes_and_what_each_settled(
+    client, django_assert_num_queries
+):
+    company, [april, may] = invoiced_months((4, "1000"), (5, "2000"))
+    other, [other_april] = invoiced_months((4, "1000"))
+    issue(other, 100, datetime(2026, 6, 9, tzinfo=TOKYO), statement=other_april)
+    note = issue(company, 1500, datetime(2026, 6, 10, tzinfo=TOKYO))
+    client.force_login(MembershipFactory(company=company).user)
+    url = reverse("portal:payments")
+
+    response = client.get(url)
+    assert list(response.context["notes"]) == [note]
+    text = response.text
+    assert note.number in text and "Doubled DID charge" in text
+    assert april.number in text and may.number in text  # both settled, oldest first
+    assert text.index(april.number) < text.index(may.number)
+    assert other_april.number not in text
+
+    for day in range(11, 21):
+        issue(company, 1, datetime(2026, 6, day, tzinfo=TOKYO))
+    with CaptureQueriesContext(connection) as first:
+        client.get(url)
+    for day in range(21, 29):
+        issue(company, 1, datetime(2026, 6, day, tzinfo=TOKYO))
+    with django_assert_num_queries(len(first.captured_queries)):
+        client.get(url)
+    # Junk page numbers land on a page, never an error.
+    assert client.get(url + "?notes=-3&page=x").status_code == 200
