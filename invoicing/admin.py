@@ -34,7 +34,7 @@ from .models import (
 )
 from .payments import payment_record, payment_reverse
 from .selectors import AGING_BUCKETS, receivables_aging
-from .views import pdf_response, receipt_response
+from .views import credit_note_response, pdf_response, receipt_response
 
 
 class StatementRunItemInline(admin.TabularInline):
@@ -305,11 +305,47 @@ class CreditNoteAllocationInline(PaymentAllocationInline):
 
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdmin):
-    list_display = ["number", "company", "amount", "reason", "issued_at", "issued_by"]
+    list_display = ["number", "company", "amount", "reason", "issued_at", "issued_by", "pdf_link"]
     list_select_related = ["company", "issued_by"]
     search_fields = ["number", "company__account_code"]
-    readonly_fields = [*list_display, "statement", "transaction"]
+    readonly_fields = [
+        *list_display[:-1],
+        "bill_to",
+        "statement",
+        "transaction",
+        "tax_transaction",
+        "pdf_link",
+    ]
+    exclude = ["parties"]
     inlines = [CreditNoteAllocationInline]
+
+    @admin.display(description=_("bill to (at issue)"))
+    def bill_to(self, obj):
+        return bill_to(obj)
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj):
+        return format_html(
+            '<a href="{}">PDF</a>', reverse("admin:invoicing_creditnote_pdf", args=[obj.pk])
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="invoicing_creditnote_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, pk):
+        note = self.get_object(request, str(pk))
+        if note is None or not self.has_view_permission(request, note):
+            from django.http import Http404
+
+            raise Http404
+        return credit_note_response(note)
 
     def has_add_permission(self, request, obj=None):
         return request.user.has_perm("invoicing.add_creditnote")
@@ -348,7 +384,7 @@ class CreditNoteAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)
 
 
-def bill_to(document: Statement | Payment) -> str:
+def bill_to(document: Statement | Payment | CreditNote) -> str:
     """Whom the document names, which may differ from the company as it is now."""
     company = document.parties["company"]
     return format_html(

@@ -26,7 +26,7 @@ from billing.services import ledger
 from .exceptions import InvoicingError
 from .models import CreditNote, Statement
 from .numbering import numbers_take
-from .selectors import open_amounts
+from .selectors import document_parties, open_amounts
 from .settlement import allocations_write, open_invoices_lock, overdue_block_lift
 
 Kind = LedgerTransaction.Kind
@@ -85,6 +85,8 @@ def credit_note_issue(
                 idempotency_key=f"{key}:tax",
                 description=f"Tax {(company.tax_rate * 100).normalize():f}% in the credit note",
                 actor=actor,
+                # The rate at issue, for the note's document (the company's may change).
+                metadata={"tax_rate": str(company.tax_rate)},
             )
         )
     [[transaction_, *tax_transaction]] = ledger.statement_entries_post(
@@ -98,6 +100,7 @@ def credit_note_issue(
     note = CreditNote.objects.create(
         company=company,
         number=number,
+        parties=document_parties([company])[company.pk],
         amount=amount,
         reason=reason.strip(),
         statement=statement,

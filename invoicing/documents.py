@@ -25,8 +25,9 @@ from django.template.loader import render_to_string
 from django.utils import translation
 
 from .fonts import FAMILY, font_paths
-from .models import Payment, Statement
+from .models import CreditNote, Payment, Statement
 from .selectors import (
+    credit_note_lines,
     payment_receipt_lines,
     statement_sections,
     statement_totals,
@@ -197,6 +198,25 @@ def receipt_pdf(payment: Payment) -> bytes:
     """The payment's receipt as an A4 PDF in the company's language."""
     with translation.override(payment.company.language or "en"):
         html = render_to_string("invoicing/receipt_pdf.html", receipt_context(payment))
+    return html_pdf(html)
+
+
+def credit_note_context(note: CreditNote) -> dict:
+    """As ``statement_context``: the parties as the note recorded them at issue."""
+    return {
+        "note": note,
+        "language": note.company.language,
+        "company": note.parties["company"],
+        "contact": note.parties["contact"],
+        "operator": note.parties["operator"],
+        "lines": credit_note_lines(note),
+    }
+
+
+def credit_note_pdf(note: CreditNote) -> bytes:
+    """The credit note as an A4 PDF in the company's language."""
+    with translation.override(note.company.language or "en"):
+        html = render_to_string("invoicing/credit_note_pdf.html", credit_note_context(note))
     return html_pdf(html)
 
 

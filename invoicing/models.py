@@ -340,6 +340,8 @@ class CreditNote(ImmutableModel):
     transaction = models.OneToOneField(
         LedgerTransaction, on_delete=models.PROTECT, related_name="credit_note"
     )
+    # The parties as they stood at issue: its PDF shows these (see ``Statement.parties``).
+    parties = models.JSONField(_("parties at issue"), default=dict)
     # The tax in the note (postpaid with a tax rate): posted with it, so the next statement
     # does not tax the credit again (``invoicing.credit_notes.credit_note_split``).
     tax_transaction = models.OneToOneField(

@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from djmoney.money import Money
 
 from accounts.models import BillingContact, Company
-from billing.models import LedgerAccount, UsageRecord
+from billing.models import LedgerAccount, LedgerPosting, UsageRecord
 from billing.selectors_usage import format_bytes, format_duration, service_label
 
 from .models import (
@@ -256,6 +256,49 @@ def payment_history_rows(payments) -> list[PaymentHistoryRow]:
         if left > 0:
             rows.append(PaymentHistoryRow(payment, None, Money(left, payment.amount.currency)))
     return rows
+
+
+@dataclass(frozen=True)
+class CreditNoteLines:
+    """What a credit note's document shows besides its header: the net credit and the tax
+    in it, the invoices it settled and what stays as credit."""
+
+    net: Money
+    tax: Money
+    tax_rate: Decimal | None  # as at issue; None: no tax in the note
+    allocations: list
+    unsettled: Money
+
+    @property
+    def tax_percent(self) -> str:
+        return f"{(self.tax_rate * 100).normalize():f}%" if self.tax_rate is not None else ""
+
+
+def credit_note_lines(note) -> CreditNoteLines:
+    """A credit note's lines (two queries: its tax posting, its allocations)."""
+    currency = str(note.amount.currency)
+    tax, tax_rate = ZERO, None
+    if note.tax_transaction_id is not None:
+        posting = (
+            LedgerPosting.objects.filter(
+                transaction_id=note.tax_transaction_id, account__kind=LedgerAccount.Kind.CUSTOMER
+            )
+            .select_related("transaction")
+            .get()
+        )
+        tax = posting.amount.amount
+        tax_rate = Decimal(posting.transaction.metadata["tax_rate"])
+    allocations = list(
+        note.allocations.select_related("statement").order_by("statement__period_start", "id")
+    )
+    settled = sum((a.amount.amount for a in allocations), ZERO)
+    return CreditNoteLines(
+        net=Money(note.amount.amount - tax, currency),
+        tax=Money(tax, currency),
+        tax_rate=tax_rate,
+        allocations=allocations,
+        unsettled=Money(note.amount.amount - settled, currency),
+    )
 
 
 def payment_receipt_lines(payment) -> tuple[list, Money]:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("statements/<int:pk>/csv/", views.statement_csv_download, name="statement_csv"),
     path("payments/", views.payment_history, name="payments"),
     path("payments/<int:pk>/receipt/", views.payment_receipt_download, name="payment_receipt"),
+    path("credit-notes/<int:pk>/pdf/", views.credit_note_pdf_download, name="credit_note_pdf"),
 ]

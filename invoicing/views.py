@@ -1,6 +1,6 @@
 """Portal pages of invoicing: the statements list, a statement's web view, its PDF and the
-CSV of its detail records. Every statement is looked up through ``request.company``, so
-another company's statement is a 404."""
+CSV of its detail records; the payment history with its receipts and credit notes. Every
+document is looked up through ``request.company``, so another company's is a 404."""
 
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
@@ -9,8 +9,14 @@ from django.utils import timezone
 
 from accounts.portal import portal_view
 
-from .documents import receipt_pdf, statement_context, statement_csv_rows, statement_pdf
-from .models import Payment, Statement
+from .documents import (
+    credit_note_pdf,
+    receipt_pdf,
+    statement_context,
+    statement_csv_rows,
+    statement_pdf,
+)
+from .models import CreditNote, Payment, Statement
 from .selectors import (
     company_credit_notes,
     company_payments,
@@ -83,5 +89,17 @@ def payment_receipt_download(request, pk: int):
 def receipt_response(payment: Payment) -> HttpResponse:
     response = HttpResponse(receipt_pdf(payment), content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="{payment.receipt_number}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@portal_view("view_billing")
+def credit_note_pdf_download(request, pk: int):
+    return credit_note_response(get_object_or_404(company_credit_notes(request.company), pk=pk))
+
+
+def credit_note_response(note: CreditNote) -> HttpResponse:
+    response = HttpResponse(credit_note_pdf(note), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{note.number}.pdf"'
     response["Cache-Control"] = "private, no-store"
     return response

@@ -42,7 +42,18 @@ def _payment(company) -> int:
     ).pk
 
 
+def _credit_note(company) -> int:
+    from djmoney.money import Money
+
+    from invoicing.credit_notes import credit_note_issue
+
+    return credit_note_issue(
+        company=company, amount=Money(100, company.currency), reason="test", actor=None
+    ).pk
+
+
 OBJECT_URLS = {
+    "credit_note_pdf": (_credit_note, ["get"]),
     "payment_receipt": (_payment, ["get"]),
     "subaccount": (lambda company: SubaccountFactory(company=company).pk, ["get", "post"]),
     "subaccount_toggle": (lambda company: SubaccountFactory(company=company).pk, ["post"]),

@@ -3,6 +3,7 @@ invoice it corrects first, then the oldest), carries its own tax, lifts an overd
 nothing overdue is open, and lowers the next invoice only by what no open invoice took; the
 open amounts of the company's invoices keep adding up to what it owes."""
 
+import io
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -296,3 +297,58 @@ def test_the_portal_lists_the_companys_credit_notes_and_what_each_settled(
         client.get(url)
     # Junk page numbers land on a page, never an error.
     assert client.get(url + "?notes=-3&page=x").status_code == 200
+
+
+def _pdf_text(content: bytes) -> str:
+    from pypdf import PdfReader
+
+    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages)
+
+
+@pytest.mark.parametrize(
+    ("language", "title", "tax_line"),
+    [("en", "Credit note", "Tax (10%)"), ("ja", "クレジットノート", "消費税（10%）")],
+)
+def test_the_credit_note_pdf_shows_its_number_tax_and_the_invoices_it_settled(
+    client, language, title, tax_line
+):
+    company, [april] = invoiced_months((4, "1000"))
+    company.language = language
+    company.save(update_fields=["language"])
+    note = issue(company, 1650, datetime(2026, 5, 10, tzinfo=TOKYO), statement=april)
+    client.force_login(MembershipFactory(company=company).user)
+
+    response = client.get(reverse("portal:credit_note_pdf", args=[note.pk]))
+    assert response["Content-Type"] == "application/pdf"
+    text = _pdf_text(response.content)
+    assert note.number in text and april.number in text and title in text
+    # 1,650 is 1,500 of credit and 150 of tax; 1,100 went to April, 550 stays as credit.
+    for amount in ("1,500", "150", "1,650", "1,100", "550"):
+        assert amount in text
+    assert tax_line in text
+
+
+def test_the_credit_note_pdf_keeps_its_parties_and_another_companys_is_a_404(client):
+    company, [april] = invoiced_months((4, "1000"))
+    note = issue(company, 1100, datetime(2026, 5, 10, tzinfo=TOKYO), statement=april)
+    old_name = company.name
+    company.name = "Renamed KK"
+    company.save(update_fields=["name"])
+    client.force_login(MembershipFactory(company=company).user)
+    text = _pdf_text(client.get(reverse("portal:credit_note_pdf", args=[note.pk])).content)
+    assert old_name in text and "Renamed KK" not in text
+
+    other, [other_april] = invoiced_months((4, "1000"))
+    client.force_login(MembershipFactory(company=other).user)
+    assert client.get(reverse("portal:credit_note_pdf", args=[note.pk])).status_code == 404
+
+
+def test_staff_open_a_credit_notes_pdf_from_the_admin(admin_client):
+    company = CompanyFactory(mode=Company.Mode.PREPAID, tax_rate=Decimal("0.10"))
+    note = issue(company, 1100, datetime(2026, 5, 10, tzinfo=TOKYO))
+    page = admin_client.get(reverse("admin:invoicing_creditnote_change", args=[note.pk]))
+    assert page.status_code == 200 and company.name in page.text
+    response = admin_client.get(reverse("admin:invoicing_creditnote_pdf", args=[note.pk]))
+    text = _pdf_text(response.content)
+    # Prepaid: the credit is whole, no tax line, all of it credit on the account.
+    assert note.number in text and "Tax (" not in text and "credit on your account" in text
