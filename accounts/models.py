@@ -197,6 +197,35 @@ class Subaccount(LoadedWithoutInit, models.Model):
         return f"{self.name} ({self.code})"
 
 
+class SubaccountInactivity(models.Model):
+    """A past stretch during which a subaccount was deactivated, written when it is activated
+    again: ``deactivated_at`` only tells of the latest deactivation, and a per-seat fee
+    charged late (a catch-up for a missed run) must not count a seat through its gap."""
+
+    subaccount = models.ForeignKey(
+        Subaccount, on_delete=models.CASCADE, related_name="inactivities"
+    )
+    # The subaccount's company, so that seats are counted for many companies in one query.
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
+    started_at = models.DateTimeField(_("deactivated at"))
+    ended_at = models.DateTimeField(_("activated again at"))
+
+    class Meta:
+        verbose_name = _("subaccount inactivity")
+        verbose_name_plural = _("subaccount inactivities")
+        ordering = ["subaccount", "started_at"]
+        constraints = [
+            models.CheckConstraint(
+                name="subaccount_inactivity_ends_after_start",
+                condition=Q(ended_at__gte=F("started_at")),
+            )
+        ]
+        indexes = [models.Index(fields=["company"], name="subaccount_inactivity_company")]
+
+    def __str__(self) -> str:
+        return f"{self.subaccount_id}: {self.started_at:%Y-%m-%d} – {self.ended_at:%Y-%m-%d}"
+
+
 class Membership(models.Model):
     """A portal user's seat at a company's table, with the role that decides what they may do."""
 

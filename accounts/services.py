@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from . import signals
 from .exceptions import BlockingError, MembershipExists, SubaccountCodeTaken
-from .models import Company, CompanyBlock, Membership, Subaccount
+from .models import Company, CompanyBlock, Membership, Subaccount, SubaccountInactivity
 from .roles import EVERY_PERMISSION, STAFF_GROUPS
 
 
@@ -54,12 +54,24 @@ def subaccount_update(*, subaccount: Subaccount, name: str) -> Subaccount:
 def subaccount_set_active(*, subaccount: Subaccount, active: bool, now=None) -> Subaccount:
     """Activate or deactivate a seat. Idempotent: setting the current state changes nothing.
 
-    The deactivation instant is kept so that per-seat fees can count seats at a given time.
+    The deactivation instant is kept, and on activating again the stretch it was inactive
+    is recorded (``SubaccountInactivity``), so that per-seat fees can count the seats of any
+    past instant. Locks the subaccount row: two toggles at once record one stretch.
     """
-    if subaccount.is_active == active:
+    now = now or timezone.now()
+    locked = Subaccount.objects.select_for_update().get(pk=subaccount.pk)
+    if locked.is_active == active:
+        subaccount.is_active, subaccount.deactivated_at = locked.is_active, locked.deactivated_at
         return subaccount
+    if active:
+        SubaccountInactivity.objects.create(
+            subaccount=locked,
+            company_id=locked.company_id,
+            started_at=locked.deactivated_at,
+            ended_at=max(now, locked.deactivated_at),
+        )
     subaccount.is_active = active
-    subaccount.deactivated_at = None if active else (now or timezone.now())
+    subaccount.deactivated_at = None if active else now
     subaccount.save(update_fields=["is_active", "deactivated_at"])
     return subaccount
 

@@ -19,6 +19,7 @@ Guarantees of ``recurring_charge_company`` (one company) and ``recurring_charge_
 """
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -30,7 +31,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_noop
 from djmoney.money import Money
 
-from accounts.models import Company, Subaccount
+from accounts.models import Company, Subaccount, SubaccountInactivity
 from accounts.services import lock_companies, lock_company
 
 from ..bulk import insert_rows, update_column
@@ -91,26 +92,35 @@ def _periods(anchor, start_from, until, ended_at, tz, weekly=False):
 
 def _seat_counter(companies: list[Company], bound: datetime):
     """``count(company_id, at)``: the subaccounts of the company active at ``at`` (created by
-    then, and active or deactivated after it), for every ``at`` up to ``bound``, read in one
-    query for all ``companies``."""
-    seats: dict[int, list[tuple[datetime, datetime | None]]] = {c.pk: [] for c in companies}
+    then, active or deactivated after it, and not in a stretch it was deactivated and then
+    activated again), for every ``at`` up to ``bound``, read in two queries for all
+    ``companies``."""
+    seats: dict[int, list[tuple[int, datetime, datetime | None]]] = {c.pk: [] for c in companies}
+    gaps: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
     if companies:
-        for company_id, created_at, is_active, deactivated_at in (
+        for pk, company_id, created_at, is_active, deactivated_at in (
             Subaccount.objects.filter(company_id__in=list(seats), created_at__lte=bound)
             .order_by()
-            .values_list("company_id", "created_at", "is_active", "deactivated_at")
+            .values_list("pk", "company_id", "created_at", "is_active", "deactivated_at")
         ):
             if is_active:
-                seats[company_id].append((created_at, None))
+                seats[company_id].append((pk, created_at, None))
             elif deactivated_at is not None:
-                seats[company_id].append((created_at, deactivated_at))
+                seats[company_id].append((pk, created_at, deactivated_at))
+        for subaccount_id, started_at, ended_at in (
+            SubaccountInactivity.objects.filter(company_id__in=list(seats), started_at__lte=bound)
+            .order_by()
+            .values_list("subaccount_id", "started_at", "ended_at")
+        ):
+            gaps[subaccount_id].append((started_at, ended_at))
+
+    def active(pk: int, created_at: datetime, gone_at: datetime | None, at: datetime) -> bool:
+        if created_at > at or (gone_at is not None and gone_at <= at):
+            return False
+        return not any(started_at <= at < ended_at for started_at, ended_at in gaps.get(pk, ()))
 
     def count(company_id: int, at: datetime) -> int:
-        return sum(
-            1
-            for created_at, gone_at in seats[company_id]
-            if created_at <= at and (gone_at is None or gone_at > at)
-        )
+        return sum(1 for seat in seats[company_id] if active(*seat, at))
 
     return count
 

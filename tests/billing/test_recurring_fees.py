@@ -264,3 +264,33 @@ def test_two_seat_prices_set_at_once_leave_one_seat_fee():
     # instant: seats are never charged twice for one period.
     assert sorted(outcomes)[1] == "set" and "end it first" in sorted(outcomes)[0]
     assert SeatFee.objects.filter(company=company).count() == 1
+
+
+def test_a_late_charge_does_not_count_a_seat_through_the_stretch_it_was_deactivated(company):
+    from accounts.models import SubaccountInactivity
+    from accounts.services import subaccount_set_active
+
+    SubaccountFactory.create_batch(2, company=company, created_at=START - timedelta(days=5))
+    away = SubaccountFactory(company=company, created_at=START - timedelta(days=5))
+    # Deactivated over the December and January period starts, back on 10 January.
+    subaccount_set_active(subaccount=away, active=False, now=datetime(2026, 11, 20, tzinfo=TOKYO))
+    subaccount_set_active(subaccount=away, active=True, now=datetime(2027, 1, 10, tzinfo=TOKYO))
+    subaccount_set_active(subaccount=away, active=True, now=datetime(2027, 1, 11, tzinfo=TOKYO))
+    assert SubaccountInactivity.objects.filter(subaccount=away).count() == 1
+    fee = recurring.seat_fee_set(company=company, price_per_seat=jpy(500), at=START)
+
+    # The run was down from November to February: its catch-up charges each period with
+    # the seats active at that period's start.
+    february = datetime(2027, 2, 1, tzinfo=TOKYO)
+    recurring.recurring_charge_company(company=company, as_of=february, now=february)
+
+    counts = dict(
+        RecurringCharge.objects.filter(seat_fee=fee).values_list("period_start", "quantity")
+    )
+    assert {start.astimezone(TOKYO).date().isoformat(): int(n) for start, n in counts.items()} == {
+        "2026-11-01": 3,
+        "2026-12-01": 2,
+        "2027-01-01": 2,
+        "2027-02-01": 3,
+    }
+    assert company_balance(company) == jpy(-(3 + 2 + 2 + 3) * 500)
