@@ -279,9 +279,14 @@ class BillingEmailAdmin(ReadOnlyAdmin):
         "requested_by",
     ]
     list_filter = ["status", "kind", "language"]
-    search_fields = ["recipient", "statement__number", "statement__company__account_code"]
+    search_fields = [
+        "recipient",
+        "statement__number",
+        "statement__company__account_code",
+        "block__company__account_code",
+    ]
     list_select_related = ["statement", "requested_by"]
-    readonly_fields = [*list_display, "recipient_name", "claimed_at", "last_error"]
+    readonly_fields = [*list_display, "block", "recipient_name", "claimed_at", "last_error"]
     exclude = []
 
 

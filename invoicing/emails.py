@@ -1,6 +1,7 @@
 """Billing emails: each statement to the company's billing contacts when it is issued (and
-again when staff ask), and reminders of overdue invoices. Everything that writes a
-``BillingEmail``.
+again when staff ask), reminders of overdue invoices, and notices that the company's use of
+the service is suspended (a block set) or resumed (that block lifted). Everything that
+writes a ``BillingEmail``.
 
 An email is a row first, then a message. Rows are queued in bulk (one query for the
 contacts, one insert, whatever the number of statements) and each is sent by its own task,
@@ -16,6 +17,7 @@ issued document never changes.
 
 from __future__ import annotations
 
+import logging
 import re
 import traceback
 from collections import defaultdict
@@ -31,7 +33,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from accounts.models import BillingContact
+from accounts.models import BillingContact, Company, CompanyBlock
 
 from .documents import statement_pdf
 from .models import BillingEmail, Statement
@@ -39,6 +41,7 @@ from .selectors import invoice_open_amount, operator_details
 
 Kind = BillingEmail.Kind
 Status = BillingEmail.Status
+logger = logging.getLogger(__name__)
 
 BLANK_LINES = re.compile(r"\n\s*\n(\s*\n)+")
 
@@ -175,6 +178,42 @@ def reminder_emails_queue(
     return email_ids
 
 
+def block_email_on_commit(sender, *, company, block, **kwargs) -> None:
+    """Receiver of ``accounts.signals.company_blocked`` and ``company_unblocked``, which are
+    sent once the block or its lifting has committed: queue the notice to the company's
+    billing contacts. It must not fail what has committed: an error is logged, and the
+    sweep (``blocks_not_emailed``) queues the notice later."""
+    kind = Kind.BLOCKED if block.lifted_at is None else Kind.UNBLOCKED
+    try:
+        block_emails_queue(block_id=block.pk, kind=kind)
+    except Exception:
+        logger.exception("Could not queue the %s notice of block %s", kind, block.pk)
+
+
+@transaction.atomic
+def block_emails_queue(*, block_id: int, kind: str, now: datetime | None = None) -> list[int]:
+    """Queue the ``blocked`` or ``unblocked`` notice of one block to each billing contact of
+    its company and send them once this transaction commits; returns the ids sent for.
+    Idempotent as ``statement_emails_queue`` is: one notice of a kind per block and
+    recipient, ever."""
+    now = now or timezone.now()
+    block = CompanyBlock.objects.filter(pk=block_id).first()
+    if block is None or (kind == Kind.UNBLOCKED and block.lifted_at is None):
+        return []
+    contacts = _contacts_by_company([block.company_id])[block.company_id]
+    BillingEmail.objects.bulk_create(
+        [_email_to(contact, block_id=block.pk, kind=kind, now=now) for contact in contacts],
+        ignore_conflicts=True,
+    )
+    email_ids = list(
+        BillingEmail.objects.filter(block_id=block.pk, kind=kind, status=Status.QUEUED)
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    _send_after_commit(email_ids)
+    return email_ids
+
+
 def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingContact]]:
     contacts: dict[int, list[BillingContact]] = defaultdict(list)
     for contact in BillingContact.objects.filter(company_id__in=list(set(company_ids))).order_by(
@@ -184,10 +223,9 @@ def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingCo
     return contacts
 
 
-def _email_to(contact: BillingContact, *, statement_id: int, kind: str, now, **fields):
+def _email_to(contact: BillingContact, *, kind: str, now, **fields):
     return BillingEmail(
         kind=kind,
-        statement_id=statement_id,
         recipient=contact.email,
         recipient_name=contact.name,
         language=contact.language,
@@ -226,7 +264,9 @@ def billing_email_send(*, email_id: int, now: datetime | None = None) -> bool:
     )
     if not claimed:
         return False
-    email = BillingEmail.objects.select_related("statement__company").get(pk=email_id)
+    email = BillingEmail.objects.select_related("statement__company", "block__company").get(
+        pk=email_id
+    )
     this_claim = BillingEmail.objects.filter(pk=email_id, status=Status.SENDING, claimed_at=now)
     try:
         message = billing_email_message(email)
@@ -242,8 +282,13 @@ def billing_email_send(*, email_id: int, now: datetime | None = None) -> bool:
 
 
 def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
-    """The message of ``email`` in its recipient's language, or None for a reminder whose
-    invoice has been paid since it was queued."""
+    """The message of ``email`` in its recipient's language, or None when it is not needed
+    any more: a reminder whose invoice has been paid, a block notice whose block was lifted
+    before it went out (and the notice of that lifting, since the recipient never heard of
+    the block), or an unblock notice while the company is still blocked for another reason
+    (the notice of that one's lifting follows)."""
+    if email.kind in (Kind.BLOCKED, Kind.UNBLOCKED):
+        return _block_message(email)
     statement = email.statement
     with translation.override(email.language):
         if email.kind == Kind.REMINDER:
@@ -271,6 +316,53 @@ def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
     if email.kind == Kind.STATEMENT:
         message.attach(f"{statement.number}.pdf", statement_pdf(statement), "application/pdf")
     return message
+
+
+def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
+    block = email.block
+    company = block.company
+    if email.kind == Kind.BLOCKED:
+        if block.lifted_at is not None:
+            return None
+        template = "invoicing/email/company_blocked"
+    else:
+        told = BillingEmail.objects.filter(
+            block=block, recipient=email.recipient, kind=Kind.BLOCKED, status=Status.SENT
+        ).exists()
+        if not told or company.status != Company.Status.ACTIVE:
+            return None
+        template = "invoicing/email/company_unblocked"
+    changed_at = block.blocked_at if email.kind == Kind.BLOCKED else block.lifted_at
+    context = {
+        "email": email,
+        "block": block,
+        "company": company,
+        # When, in the company's own time and zone, spelt the same in every language.
+        "since": f"{changed_at.astimezone(company.tzinfo):%Y-%m-%d %H:%M} "
+        f"({company.billing_timezone})",
+        "operator": operator_details(),
+        "credit_limit": company.credit_limit,
+        "portal_url": _portal_root(),
+    }
+    with translation.override(email.language):
+        subject = (
+            _("Your account %(account)s is suspended")
+            if email.kind == Kind.BLOCKED
+            else _("Your account %(account)s is active again")
+        ) % {"account": company.account_code}
+        text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
+        html = render_to_string(f"{template}.html", context)
+    message = EmailMultiAlternatives(
+        subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email.recipient]
+    )
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def _portal_root() -> str:
+    if not settings.TOLLGATE_SITE_URL:
+        return ""
+    return settings.TOLLGATE_SITE_URL + reverse("portal:dashboard")
 
 
 def _context(email: BillingEmail, **extra) -> dict:

@@ -21,7 +21,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Company
+from accounts.models import Company, CompanyBlock
 from billing.models import LedgerTransaction, money_field
 
 
@@ -485,8 +485,9 @@ class PaymentAllocation(models.Model):
 
 
 class BillingEmail(models.Model):
-    """One email about a statement to one billing contact: the statement when it is issued
-    (or again when staff ask), or a reminder that an invoice is overdue.
+    """One email to one billing contact: a statement when it is issued (or again when staff
+    ask), a reminder that an invoice is overdue, or a notice that the company's use of the
+    service is suspended (a block set) or resumed (that block lifted).
 
     The row is written before the message is sent, and is what makes sending safe to repeat:
     the automatic emails are unique per statement, recipient and kind (and, for reminders,
@@ -500,6 +501,9 @@ class BillingEmail(models.Model):
     class Kind(models.TextChoices):
         STATEMENT = "statement", _("Statement issued")
         REMINDER = "reminder", _("Overdue reminder")
+        # The company's use was suspended (a block set), or resumed (that block lifted).
+        BLOCKED = "blocked", _("Company blocked")
+        UNBLOCKED = "unblocked", _("Company unblocked")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -510,8 +514,22 @@ class BillingEmail(models.Model):
         NOT_NEEDED = "not_needed", _("Not needed any more")
 
     kind = models.CharField(_("kind"), max_length=12, choices=Kind)
+    # The statement of a statement email or reminder; the block of a block email.
     statement = models.ForeignKey(
-        Statement, on_delete=models.PROTECT, related_name="emails", verbose_name=_("statement")
+        Statement,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="emails",
+        verbose_name=_("statement"),
+    )
+    block = models.ForeignKey(
+        CompanyBlock,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="emails",
+        verbose_name=_("block"),
     )
     recipient = models.EmailField(_("recipient"))
     recipient_name = models.CharField(_("recipient name"), max_length=200, blank=True)
@@ -551,10 +569,22 @@ class BillingEmail(models.Model):
                 condition=Q(kind="reminder"),
                 name="billing_email_reminder_once_per_recipient_and_day",
             ),
+            models.UniqueConstraint(
+                fields=["block", "recipient", "kind"],
+                condition=Q(kind__in=["blocked", "unblocked"]),
+                name="billing_email_block_once_per_recipient",
+            ),
             models.CheckConstraint(
                 name="billing_email_reminder_has_days",
                 condition=Q(kind="reminder", reminder_days__isnull=False)
-                | Q(kind="statement", reminder_days__isnull=True),
+                | ~Q(kind="reminder") & Q(reminder_days__isnull=True),
+            ),
+            models.CheckConstraint(
+                name="billing_email_about_a_statement_or_a_block",
+                condition=Q(
+                    kind__in=["statement", "reminder"], statement__isnull=False, block__isnull=True
+                )
+                | Q(kind__in=["blocked", "unblocked"], statement__isnull=True, block__isnull=False),
             ),
         ]
         indexes = [
@@ -567,7 +597,8 @@ class BillingEmail(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.statement_id} → {self.recipient}"
+        about = self.statement_id or f"block {self.block_id}"
+        return f"{self.get_kind_display()} {about} → {self.recipient}"
 
 
 class Receivable(Statement):

@@ -11,7 +11,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Sum
 from django.utils.translation import gettext as _
 from djmoney.money import Money
 
-from accounts.models import BillingContact, Company
+from accounts.models import BillingContact, Company, CompanyBlock
 from billing.models import LedgerAccount, LedgerPosting, UsageRecord
 from billing.selectors_usage import format_bytes, format_duration, service_label
 
@@ -428,6 +428,30 @@ def statements_not_emailed(*, issued_from: datetime, issued_before: datetime) ->
         .order_by("issued_at", "id")
         .values_list("pk", flat=True)
     )
+
+
+def blocks_not_emailed(*, changed_from: datetime, changed_before: datetime) -> list[tuple]:
+    """Blocks set (or lifted) in ``[changed_from, changed_before)`` whose company has billing
+    contacts but that have no ``blocked`` (or ``unblocked``) notice at all: the receiver
+    that was to queue it failed. (block id, kind) pairs, oldest first (two queries)."""
+    has_contacts = BillingContact.objects.filter(company_id=OuterRef("company_id"))
+    found = []
+    for kind, at in (
+        (BillingEmail.Kind.BLOCKED, "blocked_at"),
+        (BillingEmail.Kind.UNBLOCKED, "lifted_at"),
+    ):
+        noticed = BillingEmail.objects.filter(block=OuterRef("pk"), kind=kind)
+        found += [
+            (block_id, kind)
+            for block_id in CompanyBlock.objects.filter(
+                **{f"{at}__gte": changed_from, f"{at}__lt": changed_before}
+            )
+            .filter(Exists(has_contacts))
+            .exclude(Exists(noticed))
+            .order_by(at, "id")
+            .values_list("pk", flat=True)
+        ]
+    return found
 
 
 def billing_emails_stalled(now: datetime, older_than: timedelta, limit: int = 1000) -> list[int]:

@@ -13,6 +13,7 @@ from .models import StatementRun
 from .runs import run_issue, run_pending, run_prepare, run_refresh
 from .selectors import (
     billing_emails_stalled,
+    blocks_not_emailed,
     companies_with_overdue_invoices,
     statements_not_emailed,
 )
@@ -94,8 +95,9 @@ def billing_email_send(email_id: int) -> bool:
 
 @shared_task(acks_late=True)
 def billing_emails_wake() -> int:
-    """Every quarter hour: queue the emails of recent statements that have none (the task
-    to queue them was lost), and send the emails whose task was lost (queued long ago, or
+    """Every quarter hour: queue the emails of recent statements, and the notices of recent
+    blocks and their lifting, that have none (the task or receiver to queue them was lost),
+    and send the emails whose task was lost (queued long ago, or
     claimed by a worker that died). Sending claims each row, so an email that is in fact
     under way is not sent twice."""
     now = timezone.now()
@@ -104,6 +106,11 @@ def billing_emails_wake() -> int:
         issued_before=now - emails.CLAIM_TIMEOUT,
     )
     queued = emails.statement_emails_queue(statement_ids=statement_ids) if statement_ids else []
+    for block_id, kind in blocks_not_emailed(
+        changed_from=now - emails.STATEMENT_EMAIL_CATCH_UP,
+        changed_before=now - emails.CLAIM_TIMEOUT,
+    ):
+        queued += emails.block_emails_queue(block_id=block_id, kind=kind)
     email_ids = billing_emails_stalled(now, older_than=emails.CLAIM_TIMEOUT)
     for email_id in email_ids:
         billing_email_send.delay(email_id)

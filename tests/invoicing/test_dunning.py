@@ -107,7 +107,14 @@ def test_reminders_go_out_on_each_day_once_then_the_company_is_blocked(
             sent_on[days] = [message.subject for message in mail.outbox[before:]]
         assert is_blocked(company) == (days >= 21), f"day {days}"
 
-    assert sorted(sent_on) == [1, 7, 14]
+    assert sorted(sent_on) == [1, 7, 14, 21]
+    # On the 21st day the block's notice, to each contact in their language.
+    assert sorted(sent_on.pop(21)) == sorted(
+        [
+            f"Your account {company.account_code} is suspended",
+            f"アカウント {company.account_code} のご利用を停止しました",
+        ]
+    )
     for subjects in sent_on.values():
         assert sorted(subjects) == sorted(
             [
@@ -332,7 +339,7 @@ def test_running_twice_changes_nothing_more(django_capture_on_commit_callbacks):
         second = dunning_run(company_ids=[company.pk], now=now)
     assert (len(first.reminders), first.blocked) == (2, [company.pk])
     assert (second.reminders, second.blocked) == ([], [])
-    assert len(mail.outbox) == 2
+    assert len(mail.outbox) == 4  # two reminders, two notices of the block
     assert CompanyBlock.objects.filter(company=company).count() == 1
 
 
