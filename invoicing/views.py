@@ -56,8 +56,13 @@ def statement_csv_download(request, pk: int):
 
 
 def pdf_response(statement: Statement) -> HttpResponse:
-    response = HttpResponse(statement_pdf(statement), content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{statement.number}.pdf"'
+    return _pdf_inline(statement_pdf(statement), statement.number)
+
+
+def _pdf_inline(content: bytes, number: str) -> HttpResponse:
+    """A document's PDF, shown in the browser, named by its number, never cached."""
+    response = HttpResponse(content, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{number}.pdf"'
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -87,10 +92,7 @@ def payment_receipt_download(request, pk: int):
 
 
 def receipt_response(payment: Payment) -> HttpResponse:
-    response = HttpResponse(receipt_pdf(payment), content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{payment.receipt_number}.pdf"'
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return _pdf_inline(receipt_pdf(payment), payment.receipt_number)
 
 
 @portal_view("view_billing")
@@ -99,7 +101,4 @@ def credit_note_pdf_download(request, pk: int):
 
 
 def credit_note_response(note: CreditNote) -> HttpResponse:
-    response = HttpResponse(credit_note_pdf(note), content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{note.number}.pdf"'
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return _pdf_inline(credit_note_pdf(note), note.number)
