@@ -23,7 +23,7 @@ from tests.factories import CompanyFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-COMPANIES = 60
+COMPANIES = 150  # enough batches that the kill lands mid-run on a fast machine too
 PERIODS = 4  # assigned three months ago: this month and three missed ones
 BATCH = 3  # companies per task
 
@@ -84,12 +84,12 @@ def _start_worker(log_path: Path) -> subprocess.Popen:
     )
 
 
-def _wait(condition, timeout: float, what: str) -> None:
+def _wait(condition, timeout: float, what: str, every: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -119,7 +119,13 @@ def test_worker_killed_mid_run_and_restarted_leaves_one_charge_per_period(tmp_pa
     worker = _start_worker(log)
     try:
         sender.send_task("billing.tasks.recurring_charge_due")
-        _wait(lambda: RecurringCharge.objects.count() >= PERIODS * BATCH, 60, "the run to start")
+        # Polled often: the kill must land while most batches are still to run.
+        _wait(
+            lambda: RecurringCharge.objects.count() >= PERIODS * BATCH,
+            60,
+            "the run to start",
+            every=0.01,
+        )
         os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, mid-run
         worker.wait(timeout=10)
         done_at_kill = RecurringCharge.objects.count()
