@@ -4,6 +4,7 @@ service. Nothing here holds a business rule."""
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -357,6 +358,9 @@ class CreditNoteAdmin(ReadOnlyAdmin):
 
     def add_view(self, request, form_url="", extra_context=None):
         """Issue a credit note through the service (no model form: the ledger posts it)."""
+        # This view replaces Django's add view, so it asks for the permission itself.
+        if not self.has_add_permission(request):
+            raise PermissionDenied
         form = CreditNoteForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             company = form.cleaned_data["company"]
@@ -387,6 +391,16 @@ class CreditNoteAdmin(ReadOnlyAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)
+
+
+def _object_id(value) -> int | None:
+    """A company id from the query string or form, or None for anything that is not one
+    (the form's company field then says what is wrong)."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
 
 
 def bill_to(document: Statement | Payment | CreditNote) -> str:
@@ -523,7 +537,10 @@ class PaymentAdmin(StaffActionMixin, ReadOnlyAdmin):
     def add_view(self, request, form_url="", extra_context=None):
         """Record a bank transfer through the service (the ledger posts it, the service
         allocates it); a refusal is shown on the form."""
-        company_id = request.POST.get("company") or request.GET.get("company") or None
+        # This view replaces Django's add view, so it asks for the permission itself.
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        company_id = _object_id(request.POST.get("company") or request.GET.get("company"))
         form = PaymentForm(request.POST or None, company_id=company_id)
         if request.method == "POST" and form.is_valid():
             company = form.cleaned_data["company"]
