@@ -64,7 +64,11 @@ def anniversary(anchor_local: datetime, months: int, tz: ZoneInfo) -> datetime:
 
 def monthly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[datetime, datetime, int]:
     """The monthly period (start, end, index) that contains ``at``; index 0 starts at
-    ``anchor``. ``at`` before the anchor belongs to no period (ValueError)."""
+    ``anchor``. ``at`` before the anchor belongs to no period (ValueError).
+
+    Start and end are returned in UTC: two aware datetimes of different zones in the hour
+    repeated when clocks go back compare unequal though they hash alike, so a start used
+    as a key (bundle counters) must be in one zone, the zone the database gives back."""
     if _utc(at) < _utc(anchor):
         raise ValueError("The instant is before the start of the first period.")
     anchor_local = _utc(anchor).astimezone(tz)  # a real instant, even for a gap wall time
@@ -78,7 +82,7 @@ def monthly_period(anchor: datetime, at: datetime, tz: ZoneInfo) -> tuple[dateti
     while _utc(end := anniversary(anchor_local, months + 1, tz)) <= _utc(at):
         months += 1
         start = end
-    return start, end, months
+    return _utc(start), _utc(end), months
 
 
 def calendar_month(year: int, month: int, tz: ZoneInfo) -> tuple[datetime, datetime]:
