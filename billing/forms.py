@@ -28,7 +28,7 @@ from .models import (
     Subscription,
 )
 from .money import MONEY_DECIMAL_PLACES, currency_exponent, quantize_amount
-from .rating import COUNTRY_SERVICES, NUMBER_SERVICES
+from .rating import COUNTRY_SERVICES, NUMBER_SERVICES, WHOLE_COUNT_SERVICES
 from .services.tariffs import HEADER, destination_clean
 
 # Room for ¥99,999,999,999 with the ledger's four decimals, far inside the 19-digit columns.
@@ -321,6 +321,14 @@ class BundleForm(forms.ModelForm):
     def clean(self):
         cleaned = super().clean()
         service, destinations = cleaned.get("service"), cleaned.get("destinations")
+        included = cleaned.get("included_quantity")
+        if service in WHOLE_COUNT_SERVICES and included is not None and included % 1:
+            # Usage of these comes in whole units: half a message could never be drawn.
+            self.add_error(
+                "included_quantity",
+                _("%(service)s is counted in whole units: include a whole number.")
+                % {"service": service},
+            )
         if service is None or not destinations:
             return cleaned
         kept, refused = [], []

@@ -1299,6 +1299,15 @@ class UsageBatch:
     def is_blocked(self) -> bool:
         return self._book.is_blocked
 
+    @property
+    def blocked_reason(self) -> str:
+        """Why it is blocked, readable: the block this batch has decided (written at flush)
+        before the company's own, which does not show it yet."""
+        pending = self._book.block_pending
+        if pending is not None:
+            return str(CompanyBlock.Reason(pending).label)
+        return self._book.company.blocked_reason
+
     def charge(self, amount: Decimal, revenue: str) -> tuple[Decimal, Decimal, Decimal]:
         """Charge one event's ``amount`` (already rounded); returns (taken, shortfall,
         balance after)."""

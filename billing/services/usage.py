@@ -265,7 +265,7 @@ def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome
             company = batch.company
             error = (
                 "account_blocked",
-                f"{company.account_code} is blocked: {company.blocked_reason or 'credit used up'}.",
+                f"{company.account_code} is blocked: {batch.blocked_reason}.",
             )
         price = None
         if error is None:
