@@ -47,7 +47,11 @@ def company_switch(request):
     )
     next_url = request.POST.get("next", "")
     if url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
-        return redirect(_without_object(next_url))
+        # Checked again once cut: "http://this-host//elsewhere/12/" is allowed whole, but its
+        # path alone, "//elsewhere/", is another site.
+        page = _without_object(next_url)
+        if url_has_allowed_host_and_scheme(page, allowed_hosts={request.get_host()}):
+            return redirect(page)
     return redirect("portal:dashboard")
 
 
