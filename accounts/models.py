@@ -205,8 +205,6 @@ class SubaccountInactivity(models.Model):
     subaccount = models.ForeignKey(
         Subaccount, on_delete=models.CASCADE, related_name="inactivities"
     )
-    # The subaccount's company, so that seats are counted for many companies in one query.
-    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
     started_at = models.DateTimeField(_("deactivated at"))
     ended_at = models.DateTimeField(_("activated again at"))
 
@@ -220,7 +218,6 @@ class SubaccountInactivity(models.Model):
                 condition=Q(ended_at__gte=F("started_at")),
             )
         ]
-        indexes = [models.Index(fields=["company"], name="subaccount_inactivity_company")]
 
     def __str__(self) -> str:
         return f"{self.subaccount_id}: {self.started_at:%Y-%m-%d} – {self.ended_at:%Y-%m-%d}"

@@ -66,7 +66,6 @@ def subaccount_set_active(*, subaccount: Subaccount, active: bool, now=None) -> 
     if active:
         SubaccountInactivity.objects.create(
             subaccount=locked,
-            company_id=locked.company_id,
             started_at=locked.deactivated_at,
             ended_at=max(now, locked.deactivated_at),
         )

@@ -342,7 +342,7 @@ def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
         f"({company.billing_timezone})",
         "operator": operator_details(),
         "credit_limit": company.credit_limit,
-        "portal_url": _portal_root(),
+        "portal_url": _portal_url("portal:dashboard"),
     }
     with translation.override(email.language):
         subject = (
@@ -359,12 +359,6 @@ def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
     return message
 
 
-def _portal_root() -> str:
-    if not settings.TOLLGATE_SITE_URL:
-        return ""
-    return settings.TOLLGATE_SITE_URL + reverse("portal:dashboard")
-
-
 def _context(email: BillingEmail, **extra) -> dict:
     statement = email.statement
     context = {
@@ -374,7 +368,7 @@ def _context(email: BillingEmail, **extra) -> dict:
         "operator": operator_details(),
         "period": statement.period_first_day,
         "bank_details": settings.TOLLGATE_BANK_TRANSFER_DETAILS,
-        "statement_url": _portal_url(statement),
+        "statement_url": _portal_url("portal:statement", statement.pk),
         **extra,
     }
     if email.kind == Kind.REMINDER:
@@ -386,7 +380,8 @@ def _context(email: BillingEmail, **extra) -> dict:
     return context
 
 
-def _portal_url(statement: Statement) -> str:
+def _portal_url(name: str, *args) -> str:
+    """The absolute address of a portal page, or "" where the site's address is not set."""
     if not settings.TOLLGATE_SITE_URL:
         return ""
-    return settings.TOLLGATE_SITE_URL + reverse("portal:statement", args=[statement.pk])
+    return settings.TOLLGATE_SITE_URL + reverse(name, args=args)

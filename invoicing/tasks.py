@@ -97,9 +97,9 @@ def billing_email_send(email_id: int) -> bool:
 def billing_emails_wake() -> int:
     """Every quarter hour: queue the emails of recent statements, and the notices of recent
     blocks and their lifting, that have none (the task or receiver to queue them was lost),
-    and send the emails whose task was lost (queued long ago, or
-    claimed by a worker that died). Sending claims each row, so an email that is in fact
-    under way is not sent twice."""
+    and send the emails whose task was lost (queued long ago, or claimed by a worker that
+    died). Sending claims each row, so an email that is in fact under way is not sent
+    twice."""
     now = timezone.now()
     statement_ids = statements_not_emailed(
         issued_from=now - emails.STATEMENT_EMAIL_CATCH_UP,

@@ -108,7 +108,9 @@ def _seat_counter(companies: list[Company], bound: datetime):
             elif deactivated_at is not None:
                 seats[company_id].append((pk, created_at, deactivated_at))
         for subaccount_id, started_at, ended_at in (
-            SubaccountInactivity.objects.filter(company_id__in=list(seats), started_at__lte=bound)
+            SubaccountInactivity.objects.filter(
+                subaccount__company_id__in=list(seats), started_at__lte=bound
+            )
             .order_by()
             .values_list("subaccount_id", "started_at", "ended_at")
         ):

@@ -1,6 +1,6 @@
 """A postpaid company that reaches its credit limit mid-batch: the later events are
-rejected, and their message should give the block's reason (credit limit reached), as a
-later batch does, not "credit used up" (the prepaid reason)."""
+rejected, and their message gives the block's reason (credit limit reached), as a later
+batch does, not "credit used up" (the prepaid reason)."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -54,5 +54,6 @@ def test_mid_batch_block_message_names_the_credit_limit(client):
     later = client.post(
         "/api/v1/usage", {"events": [sms("p9")]}, content_type="application/json", headers=headers
     ).json()["results"]
+    assert [r["status"] for r in first] == ["charged"] * 4 + ["rejected"]
     mid_batch, next_batch = first[4]["error"]["message"], later[0]["error"]["message"]
-    assert mid_batch == next_batch
+    assert mid_batch == next_batch == "post is blocked: Credit limit reached."

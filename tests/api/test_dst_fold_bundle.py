@@ -8,9 +8,11 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.test import Client
+from djmoney.money import Money
 
 from accounts.models import Company
 from billing.authorization import usage_authorize
+from billing.models import BundleCounter, Subscription
 from tests.factories import CompanyFactory
 from tests.factories.billing import grant
 from tests.factories.rating import (
@@ -48,7 +50,7 @@ def world():
         service="sms",
         included_quantity=Decimal(10),
         plan__currency="USD",
-        plan__monthly_fee=__import__("djmoney.money", fromlist=["Money"]).Money(10, "USD"),
+        plan__monthly_fee=Money(10, "USD"),
     )
     # 1 October 2026 01:30 New York (EDT): its 1 November anniversary, 01:30, is the repeated
     # hour (DST ends 1 November 2026 at 02:00).
@@ -88,10 +90,7 @@ def test_usage_in_a_period_starting_in_the_repeated_hour_is_rated(world):
 
 
 def test_authorize_counts_the_bundle_used_in_that_period(world):
-    _, raw = api_key()
     # Use 8 of the 10 included messages in the period starting 1 Nov 01:30 (repeated hour).
-    from billing.models import BundleCounter, Subscription
-
     sub = Subscription.objects.get()
     BundleCounter.objects.create(
         subscription=sub,
@@ -127,3 +126,5 @@ def test_a_midnight_anchor_in_havana_on_1_november(db):
     _, raw = api_key()
     response = post(raw, [{**sms("h1"), "account": "hav"}])
     assert response.status_code == 200, response.status_code
+    result = response.json()["results"][0]
+    assert (result["status"], result["bundle_quantity"]) == ("charged", 1)
