@@ -741,7 +741,8 @@ class _CompanyBook:
             else:
                 postings.append((self.account, -left, None))
         self.balance -= value - shortfall
-        self.debited = True
+        # A debit of nothing asked nothing of the credit: it cannot be what used it up.
+        self.debited = self.debited or value > 0
         return postings, shortfall
 
     def credit(
@@ -814,7 +815,8 @@ class _CompanyBook:
             postings=postings,
             shortfall=shortfall or None,
         )
-        self._note_block_after_debit()
+        if value > 0:
+            self._note_block_after_debit()
         return ChargeResult(
             transaction=transaction_,
             charged=self.money(taken),

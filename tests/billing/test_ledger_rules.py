@@ -127,6 +127,20 @@ def test_prepaid_charge_that_exactly_uses_up_the_credit_blocks(prepaid):
     assert prepaid.is_blocked
 
 
+def test_a_zero_charge_does_not_block_a_prepaid_company_without_credit(prepaid):
+    # Nothing was asked of the credit, so nothing ran out: a free plan fee or a zero-priced
+    # DID on a new company without credit leaves it active (and emails nobody).
+    result = charge(prepaid, 0, now=NOW)
+    assert (result.charged, result.shortfall, result.balance) == (jpy(0), jpy(0), jpy(0))
+    prepaid.refresh_from_db()
+    assert prepaid.status == Company.Status.ACTIVE
+    assert not CompanyBlock.objects.filter(company=prepaid).exists()
+    # A real charge against nothing still blocks.
+    assert charge(prepaid, 1, now=NOW).shortfall == jpy(1)
+    prepaid.refresh_from_db()
+    assert prepaid.is_blocked
+
+
 def test_grant_lifts_the_prepaid_depleted_block(prepaid):
     grant(prepaid, 10, now=NOW)
     charge(prepaid, 20, now=NOW)
