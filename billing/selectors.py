@@ -137,13 +137,15 @@ def credit_runway(company: Company, now: datetime | None = None) -> CreditRunway
         if lot.expires_at <= clock:
             lost += lot.remaining.amount
             continue
-        finish = clock + timedelta(seconds=int(lot.remaining.amount * 86400 / daily))
-        if finish > lot.expires_at:
-            spendable_days = Decimal((lot.expires_at - clock).total_seconds()) / 86400
+        # Compared in days before any date is made: at a tiny spend, long-lived credit would
+        # last past the last date Python can hold.
+        spendable_days = Decimal((lot.expires_at - clock).total_seconds()) / 86400
+        lasts_days = lot.remaining.amount / daily
+        if lasts_days > spendable_days:
             lost += lot.remaining.amount - spendable_days * daily
             clock = lot.expires_at
         else:
-            clock = finish
+            clock += timedelta(seconds=int(lasts_days * 86400))
     return CreditRunway(
         daily_spend=Money(daily, company.currency),
         runs_out_at=clock,

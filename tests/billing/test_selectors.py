@@ -211,3 +211,14 @@ def test_lot_lines_split_each_lot_into_used_expired_and_remaining(prepaid):
 def test_lot_lines_show_only_the_companys_own_lots(prepaid):
     grant(CompanyFactory(), 999, now=NOW)
     assert company_lot_lines(prepaid, NOW) == []
+
+
+def test_runway_of_long_lived_credit_at_a_tiny_spend_ends_when_the_lot_expires(prepaid):
+    # ¥1 spent in 30 days would make ¥10 million last some 800,000 years, past any date
+    # Python can hold; the lot's expiry comes first, and what is left then is lost.
+    grant(prepaid, 1, now=NOW - timedelta(days=40), days=365)
+    charge(prepaid, 1, now=NOW - timedelta(days=1))
+    grant(prepaid, 10_000_000, now=NOW, days=36_500)
+    runway = credit_runway(prepaid, NOW)
+    assert runway.runs_out_at == NOW + timedelta(days=36_500)
+    assert runway.expiring_unused.amount > Decimal(9_998_000)
