@@ -15,7 +15,13 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
 
-from billing.admin.base import ActionDone, ReadOnlyAdmin, StaffActionMixin, company_summary
+from billing.admin.base import (
+    ActionDone,
+    ReadOnlyAdmin,
+    StaffActionMixin,
+    company_summary,
+    database_id,
+)
 from billing.forms import TransactionReverseForm
 
 from .credit_notes import credit_note_issue
@@ -393,16 +399,6 @@ class CreditNoteAdmin(ReadOnlyAdmin):
         return TemplateResponse(request, "admin/invoicing/creditnote_add.html", context)
 
 
-def _object_id(value) -> int | None:
-    """A company id from the query string or form, or None for anything that is not one
-    (the form's company field then says what is wrong)."""
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number < 2**63 else None
-
-
 def bill_to(document: Statement | Payment | CreditNote) -> str:
     """Whom the document names, which may differ from the company as it is now."""
     company = document.parties["company"]
@@ -540,7 +536,7 @@ class PaymentAdmin(StaffActionMixin, ReadOnlyAdmin):
         # This view replaces Django's add view, so it asks for the permission itself.
         if not self.has_add_permission(request):
             raise PermissionDenied
-        company_id = _object_id(request.POST.get("company") or request.GET.get("company"))
+        company_id = database_id(request.POST.get("company") or request.GET.get("company"))
         form = PaymentForm(request.POST or None, company_id=company_id)
         if request.method == "POST" and form.is_valid():
             company = form.cleaned_data["company"]

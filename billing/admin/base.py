@@ -31,6 +31,20 @@ from accounts.models import Company
 from ..exceptions import BillingError
 from ..selectors import company_available, company_balance
 
+# The largest id a bigint primary key holds.
+LARGEST_ID = 2**63 - 1
+
+
+def database_id(value) -> int | None:
+    """``value`` (from an address, a form or a search box) as a row id, or None if it cannot
+    be one. ASCII digits only: ``str.isdigit`` also accepts "²" and "①", which ``int``
+    refuses, and ``int`` accepts other scripts' digits, which nobody types as an id."""
+    text = str(value if value is not None else "").strip()
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if 0 < number <= LARGEST_ID else None
+
 
 class CappedCountPaginator(Paginator):
     """Counts at most ``cap`` rows.

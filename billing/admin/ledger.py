@@ -35,6 +35,7 @@ from .base import (
     ReadOnlyAdmin,
     StaffActionMixin,
     company_summary,
+    database_id,
     html_table,
     money_or_unlimited,
     replayed,
@@ -221,8 +222,8 @@ class LedgerTransactionAdmin(StaffActionMixin, ReadOnlyAdmin):
         if not term:
             return queryset, False
         matches = Q(idempotency_key__startswith=term)
-        if term.isdigit() and int(term) < 2**63:
-            matches |= Q(pk=int(term))
+        if (number := database_id(term)) is not None:
+            matches |= Q(pk=number)
         companies = list(Company.objects.filter(account_code=term).values_list("pk", flat=True))
         if companies:
             matches |= Q(company_id__in=companies)

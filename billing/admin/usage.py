@@ -23,7 +23,7 @@ from ..forms import ApiKeyAddForm
 from ..models import ApiKey, UsageRecord
 from ..rating import SERVICES
 from ..services import api_keys
-from .base import ReadOnlyAdmin
+from .base import ReadOnlyAdmin, database_id
 
 # --- API keys -------------------------------------------------------------------------------
 
@@ -219,8 +219,8 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     def changelist_view(self, request, extra_context=None):
         # Opened from a usage transaction's page: say whose records these are (the filter
         # is in the address only, the sidebar does not show it).
-        transaction_id = request.GET.get("transaction__id__exact", "")
-        if transaction_id.isdigit():
+        transaction_id = database_id(request.GET.get("transaction__id__exact"))
+        if transaction_id is not None:
             extra_context = {
                 **(extra_context or {}),
                 "title": gettext("Usage records charged by ledger transaction #%(id)s")
