@@ -39,7 +39,7 @@ def database_id(value) -> int | None:
     """``value`` (from an address, a form or a search box) as a row id, or None if it cannot
     be one. ASCII digits only: ``str.isdigit`` also accepts "²" and "①", which ``int``
     refuses, and ``int`` accepts other scripts' digits, which nobody types as an id."""
-    text = str(value if value is not None else "").strip()
+    text = str(value or "").strip()
     if not (text.isascii() and text.isdigit()):
         return None
     number = int(text)
