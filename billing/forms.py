@@ -282,7 +282,9 @@ class RateAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         # Disabled rather than read-only: the form still validates the uniqueness of the
         # rate's start within its tariff, which needs the tariff among its fields.
-        if self.instance.pk is not None:
+        # A member who may only view the rate gets a form without the fields (the admin shows
+        # them read-only), so each is adjusted only where it is there.
+        if self.instance.pk is not None and "tariff" in self.fields:
             self.fields["tariff"].disabled = True
         # The database refuses these too, but its message names a constraint, not the field.
         for name, minimum in [
@@ -291,6 +293,8 @@ class RateAdminForm(forms.ModelForm):
             ("first_increment", 1),
             ("next_increment", 1),
         ]:
+            if name not in self.fields:
+                continue
             self.fields[name].validators.append(MinValueValidator(minimum))
             self.fields[name].widget.attrs["min"] = minimum
 
