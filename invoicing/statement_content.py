@@ -62,6 +62,9 @@ GROUP_OF_KIND = {
     Kind.EXPIRY: Group.EXPIRY,
 }
 GROUPED_KINDS = (Kind.USAGE, Kind.EXPIRY)
+# A reversal of money paid in or credit granted is shown, and left untaxed, where the
+# transaction it undoes was; any other reversal corrects a charge, which is an adjustment.
+REVERSAL_GROUPS = (Group.CREDIT, Group.PAYMENT)
 # Taxable: what was charged and corrected; not money paid in or credit granted.
 TAXABLE_GROUPS = (Group.BASE_FEE, Group.USAGE, Group.ADJUSTMENT)
 GROUP_ORDER = [
@@ -160,6 +163,15 @@ class StatementDraft:
         return sum((line.amount for line in self.lines if line.group in groups), ZERO)
 
 
+def group_of(kind: str, reversed_kind: str | None) -> str:
+    """The statement group of a ledger transaction of ``kind`` (a reversal's by the kind of
+    the transaction it reverses)."""
+    if kind == Kind.REVERSAL:
+        reversed_group = GROUP_OF_KIND.get(reversed_kind, Group.ADJUSTMENT)
+        return reversed_group if reversed_group in REVERSAL_GROUPS else Group.ADJUSTMENT
+    return GROUP_OF_KIND.get(kind, Group.ADJUSTMENT)
+
+
 def latest_statements(company_ids: list[int]) -> dict[int, Statement]:
     """Each company's latest statement (one query)."""
     latest_start = (
@@ -240,6 +252,7 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
         .values(
             "transaction__company_id",
             "transaction__kind",
+            "transaction__reverses__kind",
             "account__kind",
             "account__code",
             "line_transaction",
@@ -273,7 +286,7 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
                     transaction_count=row["transactions"],
                 )
             continue
-        group = GROUP_OF_KIND.get(kind, Group.ADJUSTMENT)
+        group = group_of(kind, row["transaction__reverses__kind"])
         if kind == Kind.EXPIRY:
             draft.add_line(group, "expired", -row["total"], transaction_count=row["transactions"])
             continue
@@ -416,10 +429,14 @@ def read_open_invoices(drafts: list[StatementDraft]) -> None:
     for company_id, invoice_amount, paid in open_rows:
         postpaid[company_id].open_before += invoice_amount - (paid or ZERO)
     earliest_end = min(draft.end for draft in postpaid.values())
+    paid_kinds = (Kind.PAYMENT, Kind.REFUND)
     paid_rows = (
         LedgerPosting.objects.filter(
+            Q(transaction__kind__in=(*paid_kinds, Kind.CREDIT_NOTE))
+            # A payment reversed since (bounced, recorded by mistake) is owed again: its
+            # invoices are open again, so it no longer counts as paid.
+            | Q(transaction__kind=Kind.REVERSAL, transaction__reverses__kind__in=paid_kinds),
             transaction__company_id__in=list(postpaid),
-            transaction__kind__in=(Kind.PAYMENT, Kind.REFUND, Kind.CREDIT_NOTE),
             transaction__effective_at__gte=earliest_end,
             account__kind=LedgerAccount.Kind.CUSTOMER,
         )

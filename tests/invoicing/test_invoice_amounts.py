@@ -11,8 +11,9 @@ from djmoney.money import Money
 from accounts.models import Company
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
+from billing.services.ledger import credits_grant, ledger_reverse
 from invoicing.models import OPEN_PAYMENT_STATUSES, Statement
-from invoicing.payments import payment_record
+from invoicing.payments import payment_record, payment_reverse
 from invoicing.selectors import amounts_paid
 from invoicing.services import statement_issue
 from tests.factories import CompanyFactory
@@ -144,3 +145,82 @@ def test_payment_date_in_the_company_time_zone_is_accepted():
     company = postpaid_company()
     payment = pay(company, 100, datetime(2026, 6, 1, 0, 30, tzinfo=TOKYO))
     assert payment.received_on == date(2026, 6, 1)
+
+
+def test_a_reversed_payment_is_owed_again_on_its_invoice_not_taxed_on_the_next():
+    company = postpaid_company()
+    fee(company, "1000", at=datetime(2026, 4, 2, tzinfo=TOKYO))
+    april = close(company, 4, datetime(2026, 5, 1, 1, tzinfo=TOKYO))
+    payment = pay(company, 1100, datetime(2026, 5, 3, tzinfo=TOKYO))
+    payment_reverse(
+        payment=payment, reason="Bounced", actor=None, now=datetime(2026, 5, 6, tzinfo=TOKYO)
+    )
+    fee(company, "1000", at=datetime(2026, 5, 12, tzinfo=TOKYO))
+    may = close(company, 5, datetime(2026, 6, 1, 1, tzinfo=TOKYO))
+
+    april.refresh_from_db()
+    assert april.payment_status == Paid.PENDING
+    # The payment and its reversal cancel out among the payments; only May's fee is taxed.
+    assert may.payments == Money(0, "JPY")
+    assert (may.adjustments, may.taxable, may.tax) == (
+        Money(0, "JPY"), Money(1000, "JPY"), Money(100, "JPY")
+    )  # fmt: skip
+    assert may.invoice_amount == Money(1100, "JPY")
+    assert may.amount_due == Money(2200, "JPY")
+    assert open_total(company) == owed(company) == 2200
+    assert reconcile().ok
+
+
+def test_a_payment_reversed_after_the_period_end_is_owed_on_an_invoice():
+    company = postpaid_company()
+    fee(company, "1000", at=datetime(2026, 4, 2, tzinfo=TOKYO))
+    close(company, 4, datetime(2026, 5, 1, 1, tzinfo=TOKYO))
+    fee(company, "1000", at=datetime(2026, 5, 12, tzinfo=TOKYO))
+    # Paid and reversed in the night after May ended, before May's statement.
+    payment = pay(company, 2200, datetime(2026, 6, 1, 0, 10, tzinfo=TOKYO))
+    payment_reverse(
+        payment=payment, reason="Bounced", actor=None, now=datetime(2026, 6, 1, 0, 20, tzinfo=TOKYO)
+    )
+    may = close(company, 5, datetime(2026, 6, 1, 2, tzinfo=TOKYO))
+
+    assert may.invoice_amount == Money(1100, "JPY")
+    assert open_total(company) == owed(company) == 2200
+
+
+def test_a_payment_reversed_after_the_period_end_that_paid_in_the_period_is_owed_once():
+    company = postpaid_company()
+    fee(company, "1000", at=datetime(2026, 4, 2, tzinfo=TOKYO))
+    close(company, 4, datetime(2026, 5, 1, 1, tzinfo=TOKYO))
+    payment = pay(company, 1100, datetime(2026, 5, 3, tzinfo=TOKYO))
+    fee(company, "1000", at=datetime(2026, 5, 12, tzinfo=TOKYO))
+    payment_reverse(
+        payment=payment, reason="Bounced", actor=None, now=datetime(2026, 6, 1, 0, 20, tzinfo=TOKYO)
+    )
+    may = close(company, 5, datetime(2026, 6, 1, 2, tzinfo=TOKYO))
+
+    # April is open again; May's invoice is May's fee with its tax.
+    assert may.invoice_amount == Money(1100, "JPY")
+    assert open_total(company) == owed(company) == 2200
+
+
+def test_a_reversed_grant_is_not_taxed():
+    company = postpaid_company()
+    fee(company, "1000", at=datetime(2026, 4, 2, tzinfo=TOKYO))
+    close(company, 4, datetime(2026, 5, 1, 1, tzinfo=TOKYO))
+    granted = credits_grant(
+        company=company,
+        amount=Money(500, "JPY"),
+        source="grant",
+        idempotency_key="goodwill",
+        description="Goodwill",
+        now=datetime(2026, 5, 3, tzinfo=TOKYO),
+    ).transaction
+    ledger_reverse(
+        transaction=granted, reason="Wrong company", now=datetime(2026, 5, 4, tzinfo=TOKYO)
+    )
+    fee(company, "1000", at=datetime(2026, 5, 12, tzinfo=TOKYO))
+    may = close(company, 5, datetime(2026, 6, 1, 1, tzinfo=TOKYO))
+
+    assert (may.credits_applied, may.adjustments) == (Money(0, "JPY"), Money(0, "JPY"))
+    assert (may.taxable, may.tax) == (Money(1000, "JPY"), Money(100, "JPY"))
+    assert open_total(company) == owed(company) == 2200
