@@ -252,6 +252,12 @@ class Statement(ImmutableModel):
         return self.period_start.astimezone(zoneinfo.ZoneInfo(self.billing_timezone)).date()
 
     @property
+    def period_month(self) -> tuple[int, int]:
+        """The (year, month) the statement is for."""
+        first = self.period_first_day
+        return first.year, first.month
+
+    @property
     def period_last_day(self) -> date:
         """The period's last day in the billing time zone (``period_end`` is exclusive)."""
         end = self.period_end.astimezone(zoneinfo.ZoneInfo(self.billing_timezone))

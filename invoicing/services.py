@@ -132,9 +132,7 @@ def statement_issue(
         )
     if result.issued:
         return result.issued[0]
-    return Statement.objects.get(
-        company=company, period_start=statement_period(company, year, month)[0]
-    )
+    return statement_of_month(company, year, month)
 
 
 @transaction.atomic
@@ -168,8 +166,10 @@ def statements_issue(
             not_due.append(company.pk)
             continue
         previous = latest.get(company.pk)
-        if previous is not None and previous.period_start >= start:
-            if previous.period_start == start:
+        # Months are compared, not instants: the company's time zone may have changed since
+        # the previous statement, which moves where the same month starts.
+        if previous is not None and previous.period_month >= (year, month):
+            if previous.period_month == (year, month):
                 already.append(company.pk)
                 continue
             raise InvoicingError(
@@ -425,7 +425,7 @@ def _mark_items(
     missing = [item.company_id for item in items if item.company_id not in by_company]
     if missing:
         for statement in Statement.objects.filter(
-            company_id__in=missing, period_start__gte=_month_floor(run)
+            company_id__in=missing, period_start__gte=_month_floor(run.year, run.month)
         ).order_by("-period_start"):
             by_company[statement.company_id] = statement  # the earliest one is kept last
     for item in items:
@@ -436,6 +436,15 @@ def _mark_items(
     StatementRunItem.objects.bulk_update(items, ["state", "statement", "error", "updated_at"])
 
 
-def _month_floor(run: StatementRun) -> datetime:
+def statement_of_month(company: Company, year: int, month: int) -> Statement:
+    """The company's statement of ``year``-``month``, in whatever time zone it was issued."""
+    floor = _month_floor(year, month)
+    candidates = Statement.objects.filter(
+        company=company, period_start__gte=floor, period_start__lt=floor + timedelta(days=2)
+    )
+    return next(s for s in candidates if s.period_month == (year, month))
+
+
+def _month_floor(year: int, month: int) -> datetime:
     # Earlier than any time zone's start of the month (UTC+14), later than the month before.
-    return datetime(run.year, run.month, 1, tzinfo=UTC) - timedelta(hours=15)
+    return datetime(year, month, 1, tzinfo=UTC) - timedelta(hours=15)

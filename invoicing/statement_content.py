@@ -189,6 +189,7 @@ def latest_statements(company_ids: list[int]) -> dict[int, Statement]:
         "number",
         "period_start",
         "period_end",
+        "parties",  # its billing time zone: which month it is for
         "last_transaction_id",
         "closing_balance",
         "closing_balance_currency",

@@ -14,7 +14,7 @@ from billing.models import LedgerPosting, RecurringCharge, SeatFee, ServiceFee
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
 from billing.services import recurring
-from invoicing.exceptions import PeriodNotClosed
+from invoicing.exceptions import InvoicingError, PeriodNotClosed
 from invoicing.models import ImmutableError, Statement, StatementLine
 from invoicing.services import statement_issue, statement_period, tax_amount
 from tests.factories import CompanyFactory, SubaccountFactory
@@ -337,3 +337,34 @@ def test_base_fee_lines_are_in_the_statements_language(language):
                 f"Support, {period}",
             ]
         )
+
+
+def test_a_month_issued_before_the_time_zone_changed_is_not_issued_again():
+    company = postpaid(billing_timezone="Asia/Tokyo", tax_rate=Decimal("0.10"))
+    fee(company, "1000", at=tokyo(2026, 11, 2))
+    november = statement_issue(company=company, year=2026, month=11, now=AFTER_ALL)
+    company.billing_timezone = "America/New_York"
+    company.save(update_fields=["billing_timezone"])
+    fee(company, "500", at=datetime(2026, 12, 3, tzinfo=UTC))
+
+    later = datetime(2027, 1, 2, tzinfo=UTC)
+    again = statement_issue(company=company, year=2026, month=11, now=later)
+    december = statement_issue(company=company, year=2026, month=12, now=later)
+
+    assert again == november
+    assert Statement.objects.filter(company=company).count() == 2
+    assert december.balance_forward == november.closing_balance == jpy(1100)
+    assert december.new_charges == jpy(500)
+    assert december.closing_balance.amount == ledger_owed_at(december) == 1650
+    assert reconcile().ok
+
+
+def test_a_month_before_one_issued_in_another_time_zone_is_refused():
+    company = postpaid(billing_timezone="Asia/Tokyo")
+    statement_issue(company=company, year=2026, month=11, now=AFTER_ALL)
+    company.billing_timezone = "America/New_York"
+    company.save(update_fields=["billing_timezone"])
+
+    with pytest.raises(InvoicingError, match="later month"):
+        statement_issue(company=company, year=2026, month=10, now=AFTER_ALL)
+    assert Statement.objects.filter(company=company).count() == 1
