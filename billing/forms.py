@@ -50,7 +50,7 @@ class StaffActionForm(forms.Form):
         super().__init__(*args, **kwargs)
 
 
-class MoneyActionForm(StaffActionForm):
+class SubmittedOnceForm(forms.Form):
     """Posts to the ledger under a key minted when the page is drawn, so a double submit
     (or a resubmit after a timeout) posts once."""
 
@@ -63,6 +63,17 @@ class MoneyActionForm(StaffActionForm):
         },
     )
 
+    def _post_clean(self):
+        super()._post_clean()
+        if "idempotency_key" in self.errors:
+            # Draw a fresh key into the page, or the corrected form could never be posted.
+            self.data = self.data.copy()
+            self.data[self.add_prefix("idempotency_key")] = str(uuid.uuid4())
+
+
+class MoneyActionForm(SubmittedOnceForm, StaffActionForm):
+    """A staff action on a company's money, posted once however often it is submitted."""
+
     def clean_expires_on(self) -> date | None:
         """For the forms that have the field: at most ten years ahead."""
         day = self.cleaned_data.get("expires_on")
@@ -72,13 +83,6 @@ class MoneyActionForm(StaffActionForm):
                 _("Credit expires within ten years at most."), code="too_far"
             )
         return day
-
-    def _post_clean(self):
-        super()._post_clean()
-        if "idempotency_key" in self.errors:
-            # Draw a fresh key into the page, or the corrected form could never be posted.
-            self.data = self.data.copy()
-            self.data[self.add_prefix("idempotency_key")] = str(uuid.uuid4())
 
 
 def amount_field(**kwargs) -> forms.DecimalField:

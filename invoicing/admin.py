@@ -377,6 +377,7 @@ class CreditNoteAdmin(ReadOnlyAdmin):
                     reason=form.cleaned_data["reason"],
                     statement=form.cleaned_data["statement"],
                     actor=request.user,
+                    idempotency_key=f"admin:credit-note:{form.cleaned_data['idempotency_key']}",
                 )
             except InvoicingError as error:
                 form.add_error(None, str(error))

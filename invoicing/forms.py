@@ -2,9 +2,10 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company
+from billing.forms import SubmittedOnceForm
 
 
-class CreditNoteForm(forms.Form):
+class CreditNoteForm(SubmittedOnceForm):
     company = forms.ModelChoiceField(Company.objects.order_by("name"), label=_("company"))
     amount = forms.DecimalField(
         label=_("amount"),

@@ -1,5 +1,6 @@
 """The invoicing back-office: runs, read-only statements with their PDF, credit notes."""
 
+import uuid
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -63,7 +64,12 @@ def test_credit_note_is_issued_through_the_service_and_numbered(admin_client, cl
     company = closed[0]
     response = admin_client.post(
         reverse("admin:invoicing_creditnote_add"),
-        {"company": company.pk, "amount": "300", "reason": "Doubled DID charge in April"},
+        {
+            "company": company.pk,
+            "amount": "300",
+            "reason": "Doubled DID charge in April",
+            "idempotency_key": str(uuid.uuid4()),
+        },
     )
     assert response.status_code == 302
     note = CreditNote.objects.get()

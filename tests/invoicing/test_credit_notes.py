@@ -4,6 +4,7 @@ nothing overdue is open, and lowers the next invoice only by what no open invoic
 open amounts of the company's invoices keep adding up to what it owes."""
 
 import io
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from accounts.models import Company, CompanyBlock
 from billing.exceptions import ReversalRefused
 from billing.models import LedgerTransaction
 from billing.reconcile import reconcile
+from billing.selectors import company_balance
 from billing.services import ledger
 from invoicing.credit_notes import credit_note_issue
 from invoicing.dunning import dunning_run
@@ -235,6 +237,7 @@ def test_admin_issues_a_note_for_an_invoice_by_its_number(admin_client):
             "amount": "1100",
             "reason": "Billed twice",
             "statement_number": april.number,
+            "idempotency_key": str(uuid.uuid4()),
         },
     )
     assert response.status_code == 302
@@ -249,6 +252,35 @@ def test_admin_issues_a_note_for_an_invoice_by_its_number(admin_client):
         reverse("admin:billing_ledgertransaction_change", args=[note.transaction_id])
     )
     assert "/reverse/" not in ledger_page.text
+
+
+def test_the_admin_form_submitted_twice_issues_one_note(admin_client):
+    company, [april] = invoiced_months((4, "1000"))
+    form = {
+        "company": company.pk,
+        "amount": "300",
+        "reason": "Doubled DID charge",
+        "idempotency_key": str(uuid.uuid4()),
+    }
+    first = admin_client.post(reverse("admin:invoicing_creditnote_add"), form)
+    second = admin_client.post(reverse("admin:invoicing_creditnote_add"), form)
+
+    assert (first.status_code, second.status_code) == (302, 302)
+    note = CreditNote.objects.get()
+    assert company_balance(company) == Money(-1100 + 300, "JPY")
+    assert note.allocations.get().amount == Money(300, "JPY")
+    assert reconcile().ok
+
+
+def test_the_admin_form_not_drawn_by_the_admin_issues_nothing(admin_client):
+    company, _ = invoiced_months((4, "1000"))
+    response = admin_client.post(
+        reverse("admin:invoicing_creditnote_add"),
+        {"company": company.pk, "amount": "300", "reason": "Doubled DID charge"},
+    )
+    assert response.status_code == 200
+    assert "This page was not drawn by the admin" in response.text
+    assert not CreditNote.objects.exists()
 
 
 def test_admin_refuses_a_number_of_another_company_and_writes_nothing(admin_client):
