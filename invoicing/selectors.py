@@ -142,26 +142,34 @@ def statement_sections(statement: Statement) -> list[DocumentSection]:
 
 def statement_totals(statement: Statement) -> list[tuple[str, Money]]:
     """The summary a customer checks first (owed-positive for invoices; for a prepaid
-    account statement, credit-positive balances)."""
+    account statement, credit-positive balances). The rows before the closing balance add
+    up to it; a row its kind of statement rarely has (credit expiring on an invoice, a
+    payment or tax on an account statement: a company that switched mode in the period) is
+    shown only when it is not zero."""
     if statement.is_invoice:
-        return [
+        rows = [
             (_("Balance forward"), statement.balance_forward),
             (_("New charges"), statement.new_charges),
             (_("Adjustments"), statement.adjustments),
             (_("Credits applied"), -statement.credits_applied),
+            (_("Credits expired"), statement.expired, "optional"),
             (_("Tax"), statement.tax),
             (_("Payments received"), -statement.payments),
             (_("Closing balance"), statement.closing_balance),
             (_("Total due"), statement.amount_due),
         ]
-    return [
-        (_("Opening credit"), statement.opening_credit),
-        (_("Credits added"), statement.credits_applied),
-        (_("Adjustments"), -statement.adjustments),
-        (_("Credits used"), -statement.new_charges),
-        (_("Credits expired"), -statement.expired),
-        (_("Credit balance"), statement.credit_balance),
-    ]
+    else:
+        rows = [
+            (_("Opening credit"), statement.opening_credit),
+            (_("Credits added"), statement.credits_applied),
+            (_("Adjustments"), -statement.adjustments),
+            (_("Credits used"), -statement.new_charges),
+            (_("Tax"), -statement.tax, "optional"),
+            (_("Payments received"), statement.payments, "optional"),
+            (_("Credits expired"), -statement.expired),
+            (_("Credit balance"), statement.credit_balance),
+        ]
+    return [(label, amount) for label, amount, *optional in rows if amount or not optional]
 
 
 def statement_records(statement: Statement) -> QuerySet[UsageRecord]:

@@ -13,9 +13,11 @@ from accounts.models import Company
 from billing.models import LedgerPosting, RecurringCharge, SeatFee, ServiceFee
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
-from billing.services import recurring
+from billing.services import ledger, recurring
 from invoicing.exceptions import InvoicingError, PeriodNotClosed
 from invoicing.models import ImmutableError, Statement, StatementLine
+from invoicing.payments import payment_record
+from invoicing.selectors import statement_totals
 from invoicing.services import statement_issue, statement_period, tax_amount
 from tests.factories import CompanyFactory, SubaccountFactory
 from tests.factories.rating import PlanFactory
@@ -368,3 +370,55 @@ def test_a_month_before_one_issued_in_another_time_zone_is_refused():
     with pytest.raises(InvoicingError, match="later month"):
         statement_issue(company=company, year=2026, month=10, now=AFTER_ALL)
     assert Statement.objects.filter(company=company).count() == 1
+
+
+def summary_adds_up(statement: Statement) -> bool:
+    """The summary's rows before the closing balance add up to it."""
+    rows = [amount.amount for _label, amount in statement_totals(statement)]
+    if statement.is_invoice:  # ... closing balance, total due
+        return sum(rows[:-2]) == rows[-2]
+    return sum(rows[:-1]) == rows[-1]  # ... credit balance
+
+
+def test_an_invoice_summary_shows_credit_that_expired_in_the_period():
+    company = CompanyFactory(created_at=datetime(2025, 1, 1, tzinfo=UTC), tax_rate=0)
+    grant(company, "2000", at=tokyo(2026, 3, 20), days=20)  # expires 9 April
+    ledger.company_mode_switch(
+        company=company, mode=Company.Mode.POSTPAID, actor=None, reason="Contract",
+        now=tokyo(2026, 4, 1),
+    )  # fmt: skip
+    fee(company, "1000", at=tokyo(2026, 4, 3))
+    ledger.credits_expire(company=company, now=tokyo(2026, 4, 10))
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    assert april.expired == jpy(1000)
+    assert ("Credits expired", jpy(1000)) in statement_totals(april)
+    assert summary_adds_up(april)
+
+
+def test_an_account_statement_summary_shows_payments_made_while_postpaid():
+    company = postpaid(tax_rate=0)
+    fee(company, "1000", at=tokyo(2026, 4, 2))
+    payment_record(
+        company=company, amount=jpy(1000), received_on=date(2026, 4, 5), reference="BANK",
+        now=tokyo(2026, 4, 5),
+    )  # fmt: skip
+    ledger.company_mode_switch(
+        company=company, mode=Company.Mode.PREPAID, actor=None, reason="Contract ended",
+        now=tokyo(2026, 4, 6),
+    )  # fmt: skip
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    assert april.kind == Statement.Kind.ACCOUNT_STATEMENT
+    assert april.payments == jpy(1000)
+    assert ("Payments received", jpy(1000)) in statement_totals(april)
+    assert summary_adds_up(april)
+
+
+def test_summaries_leave_out_rows_the_statement_has_nothing_in():
+    company = postpaid(tax_rate=0)
+    fee(company, "1000", at=tokyo(2026, 4, 2))
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    labels = [label for label, _amount in statement_totals(april)]
+    assert "Credits expired" not in labels
+    assert summary_adds_up(april)
