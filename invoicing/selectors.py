@@ -18,6 +18,7 @@ from billing.selectors_usage import format_bytes, format_duration, service_label
 from .models import (
     OPEN_PAYMENT_STATUSES,
     BillingEmail,
+    Payment,
     PaymentAllocation,
     Statement,
     StatementLine,
@@ -216,7 +217,6 @@ def statement_usage_records(statement: Statement) -> Iterator[tuple]:
 
 def company_payments(company: Company):
     """The company's payments, newest first."""
-    from .models import Payment
 
     return Payment.objects.filter(company=company).order_by("-recorded_at", "-id")
 
@@ -261,7 +261,7 @@ def payment_history_rows(payments) -> list[PaymentHistoryRow]:
         for allocation in allocations:
             rows.append(PaymentHistoryRow(payment, allocation.statement, allocation.amount))
         left = payment.amount.amount - sum((a.amount.amount for a in allocations), Decimal(0))
-        if left > 0:
+        if left > 0 or payment.status != Payment.Status.SUCCESSFUL:
             rows.append(PaymentHistoryRow(payment, None, Money(left, payment.amount.currency)))
     return rows
 
@@ -310,12 +310,15 @@ def credit_note_lines(note) -> CreditNoteLines:
 
 
 def payment_receipt_lines(payment) -> tuple[list, Money]:
-    """The invoices a payment paid and what stays unallocated (one query)."""
+    """The invoices a payment paid and what stays unallocated, as credit on the account (one
+    query). Only a successful payment is on the account: a reversed one's allocations are
+    gone and none of it stays as credit."""
     allocations = list(
         payment.allocations.select_related("statement").order_by("statement__period_start")
     )
     allocated = sum((a.amount.amount for a in allocations), Decimal(0))
-    return allocations, Money(payment.amount.amount - allocated, payment.amount.currency)
+    left = payment.amount.amount - allocated if payment.status == Payment.Status.SUCCESSFUL else 0
+    return allocations, Money(left, payment.amount.currency)
 
 
 # --- Open invoices, overdue invoices and billing emails ----------------------------------------

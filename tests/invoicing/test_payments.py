@@ -12,6 +12,7 @@ from accounts.services import company_block
 from billing.models import LedgerTransaction
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
+from invoicing.documents import receipt_pdf
 from invoicing.exceptions import PaymentRefused
 from invoicing.models import Payment, PaymentAllocation, Statement
 from invoicing.payments import payment_record
@@ -353,3 +354,29 @@ def test_the_same_bank_line_entered_twice_is_refused_unless_confirmed():
     pay(company, 300, reference="WIRE 0815", same_details_confirmed=True)
     assert Payment.objects.filter(company=company).count() == 3
     assert company_balance(company) == Money(900 - april.amount_due.amount, "JPY")
+
+
+def test_a_reversed_payment_is_not_shown_as_credit_on_its_receipt_or_in_the_history(client):
+    from django.urls import reverse
+
+    from invoicing.documents import receipt_context
+    from invoicing.payments import payment_reverse
+    from tests.factories import MembershipFactory
+
+    company, [april] = invoiced_company(4)
+    payment = pay(company, april.amount_due.amount)
+    payment_reverse(payment=payment, reason="Bounced", actor=None, now=NOW)
+    payment.refresh_from_db()
+
+    context = receipt_context(payment)
+    assert context["allocations"] == []
+    assert context["unallocated"] == Money(0, "JPY")
+    text = _pdf_text(receipt_pdf(payment))
+    assert "credit on your account" not in text
+    assert "Reversed" in text and "the invoices it paid are open again" in text
+
+    client.force_login(MembershipFactory(company=company).user)
+    page = client.get(reverse("portal:payments"))
+    [row] = page.context["rows"]
+    assert row.statement is None and row.payment == payment
+    assert "Not applied to an invoice" not in page.text
