@@ -39,7 +39,14 @@ from billing.services import ledger
 from billing.services.ledger import company_details_save
 
 from . import services
-from .models import BillingContact, Company, CompanyBlock, Membership, Subaccount
+from .models import (
+    BillingContact,
+    Company,
+    CompanyBlock,
+    CompanyModeChange,
+    Membership,
+    Subaccount,
+)
 
 
 class SubaccountInline(admin.TabularInline):
@@ -63,6 +70,22 @@ class BillingContactInline(admin.TabularInline):
     extra = 0
 
 
+class ModeChangeInline(admin.TabularInline):
+    """The company's switches between prepaid and postpaid (made by the switch action)."""
+
+    model = CompanyModeChange
+    extra = 0
+    fields = ["changed_at", "mode", "changed_by", "reason"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Company)
 class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, admin.ModelAdmin):
     list_display = [
@@ -78,7 +101,7 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
     search_fields = ["account_code", "name", "billing_contacts__email"]
     readonly_fields = ["status", "blocked_reason", "created_at"]
     autocomplete_fields = ["tariff"]
-    inlines = [BillingContactInline, SubaccountInline, MembershipInline]
+    inlines = [BillingContactInline, SubaccountInline, MembershipInline, ModeChangeInline]
     fieldsets = [
         (None, {"fields": ["account_code", "name", "language"]}),
         (
@@ -460,8 +483,9 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
             target = Company.Mode.PREPAID
             effect = gettext(
                 "%(company)s becomes prepaid: it spends only credit lots and its balance never "
-                "goes below zero. Refused while it owes money or holds balance outside credit "
-                "lots."
+                "goes below zero. The tax on its charges not yet invoiced is posted first, "
+                "as its invoice would have; refused while it then owes money or holds balance "
+                "outside credit lots."
             ) % {"company": company}
         return self.staff_action_response(
             request,

@@ -252,6 +252,33 @@ class Membership(models.Model):
         return f"{self.user} @ {self.company.account_code} ({self.role})"
 
 
+class CompanyModeChange(models.Model):
+    """A switch between prepaid and postpaid, kept for good: it decides which charges were
+    made in which mode, so that each is taxed once (``invoicing.statement_content``)."""
+
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="mode_changes")
+    mode = models.CharField(_("new mode"), max_length=10, choices=Company.Mode)
+    changed_at = models.DateTimeField(_("changed at"))
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("changed by"),
+    )
+    reason = models.CharField(_("reason"), max_length=500)
+
+    class Meta:
+        verbose_name = _("mode change")
+        verbose_name_plural = _("mode changes")
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["company", "-changed_at"], name="mode_change_company")]
+
+    def __str__(self) -> str:
+        return f"{self.company} → {self.get_mode_display()} ({self.changed_at:%Y-%m-%d %H:%M})"
+
+
 class CompanyBlock(models.Model):
     """One reason a company is blocked, from when it was set until it was lifted.
 

@@ -186,6 +186,7 @@ def statements_issue(
     content.describe_base_fees(drafts)
     content.read_usage_quantities(drafts)
     _apply_invoice_credits(drafts)
+    content.read_taxed_elsewhere(drafts)
     for draft in drafts:
         _add_tax(draft)
     _post_entries(drafts, now)
@@ -260,7 +261,7 @@ def _add_tax(draft: StatementDraft) -> None:
     if not draft.postpaid:
         return
     # Credit notes carry their own tax, posted when issued (``credit_note_split``).
-    taxable = draft.total(*TAXABLE_GROUPS) - draft.credit_notes
+    taxable = draft.total(*TAXABLE_GROUPS) - draft.credit_notes - draft.taxed_elsewhere
     taxable += sum((-credit.amount.amount for credit in draft.credits), ZERO)
     draft.taxable = max(taxable, ZERO)
     tax = tax_amount(taxable, draft.company.tax_rate, draft.currency)

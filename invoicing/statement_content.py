@@ -17,7 +17,7 @@ from django.utils import translation
 from django.utils.translation import gettext
 from djmoney.money import Money
 
-from accounts.models import Company
+from accounts.models import Company, CompanyModeChange
 from billing.models import (
     LedgerAccount,
     LedgerPosting,
@@ -142,6 +142,8 @@ class StatementDraft:
     # invoices first (``invoicing.credit_notes``).
     credit_notes: Decimal = ZERO
     tax_transaction: LedgerTransaction | None = None
+    # Postpaid: taxable charges of the period not taxed by this invoice (``read_taxed_elsewhere``).
+    taxed_elsewhere: Decimal = ZERO
 
     @property
     def currency(self) -> str:
@@ -370,6 +372,71 @@ def usage_window_start(start: datetime, previous: Statement | None) -> datetime:
     after the month ended is on the next statement with its charge, and an issued
     statement's records never change."""
     return previous.period_end if previous is not None else start
+
+
+def taxable_charges(selected: Q) -> dict[int, Decimal]:
+    """Owed-positive totals, by company, of what a postpaid statement taxes among the
+    customer postings ``selected``: fees, usage and their corrections (a credit note is
+    left out: it carries its own tax; so are payments, credits and their reversals)."""
+    rows = (
+        LedgerPosting.objects.filter(selected, account__kind=LedgerAccount.Kind.CUSTOMER)
+        .exclude(transaction__kind=Kind.CREDIT_NOTE)
+        .values("transaction__company_id", "transaction__kind", "transaction__reverses__kind")
+        .annotate(total=Sum("amount"))
+        .order_by()
+    )
+    totals: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for row in rows:
+        if group_of(row["transaction__kind"], row["transaction__reverses__kind"]) in (
+            TAXABLE_GROUPS
+        ):
+            totals[row["transaction__company_id"]] -= row["total"]
+    return totals
+
+
+def latest_mode_changes(company_ids: list[int]) -> dict[int, datetime]:
+    """When each company last switched mode, for those that ever did (one query)."""
+    return dict(
+        CompanyModeChange.objects.filter(company_id__in=company_ids)
+        .values("company_id")
+        .annotate(latest=Max("changed_at"))
+        .values_list("company_id", "latest")
+        .order_by()
+    )
+
+
+def read_taxed_elsewhere(drafts: list[StatementDraft]) -> None:
+    """Postpaid: the period's charges made before the company last became postpaid, which
+    its invoice does not tax. They were made while prepaid, whose prices include tax, or
+    while postpaid before a switch to prepaid, which taxed them then
+    (``untaxed_postpaid_charges``). One query, and one per company that switched in or
+    after the period (rare)."""
+    postpaid = [draft for draft in drafts if draft.postpaid]
+    if not postpaid:
+        return
+    changes = latest_mode_changes([draft.company.pk for draft in postpaid])
+    for draft in postpaid:
+        changed_at = changes.get(draft.company.pk)
+        if changed_at is None or changed_at <= draft.start:
+            continue
+        before = covered_q([draft]) & Q(transaction__effective_at__lt=changed_at)
+        draft.taxed_elsewhere = taxable_charges(before).get(draft.company.pk, ZERO)
+
+
+def untaxed_postpaid_charges(company: Company) -> Decimal:
+    """A postpaid company's charges that no invoice has taxed yet and none will if it
+    switches to prepaid now: those made since it last became postpaid (if it ever switched)
+    that its latest statement does not cover. Owed-positive."""
+    selected = Q(transaction__company_id=company.pk)
+    previous = latest_statements([company.pk]).get(company.pk)
+    if previous is not None:
+        selected &= Q(transaction_id__gt=previous.last_transaction_id) | Q(
+            transaction__effective_at__gte=previous.period_end
+        )
+    changed_at = latest_mode_changes([company.pk]).get(company.pk)
+    if changed_at is not None:
+        selected &= Q(transaction__effective_at__gte=changed_at)
+    return taxable_charges(selected).get(company.pk, ZERO)
 
 
 def read_usage_quantities(drafts: list[StatementDraft]) -> None:

@@ -40,7 +40,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from djmoney.money import Money
 
-from accounts.models import Company, CompanyBlock
+from accounts.models import Company, CompanyBlock, CompanyModeChange
 from accounts.services import company_block, company_unblock, lock_companies, lock_company
 
 from ..bulk import insert_rows, reserve_ids, unsaved_instance, update_column
@@ -74,6 +74,7 @@ GRANT_COUNTER_ACCOUNT = {
     Source.ADJUSTMENT: (LedgerAccount.Kind.ADJUSTMENT, "adjustment"),
 }
 ADJUSTMENT_ACCOUNT = (LedgerAccount.Kind.ADJUSTMENT, "adjustment")
+TAX_ACCOUNT = (LedgerAccount.Kind.TAX, "tax")
 BREAKAGE_ACCOUNT = (LedgerAccount.Kind.BREAKAGE, "breakage")
 CHARGE_KINDS = frozenset({Kind.USAGE, Kind.RECURRING_FEE, Kind.ONE_TIME_FEE})
 
@@ -480,6 +481,12 @@ def company_mode_switch(
     owed, no money sits outside credit lots (a prepaid balance lives in lots only) and no
     credit code waits for the next invoice; a credit-limit block is lifted. Raises
     ``ModeSwitchRefused`` with the reason.
+
+    Each charge is taxed once, by the mode it was made in: prepaid prices include tax, and
+    an invoice taxes only what was charged since the company last became postpaid. So a
+    switch to prepaid posts, first, the tax on the postpaid charges no invoice has taxed
+    yet (``invoicing.statement_content.untaxed_postpaid_charges``); what is owed then
+    includes it. The switch is recorded (``CompanyModeChange``).
     """
     now = now or timezone.now()
     if mode not in Company.Mode.values:
@@ -492,6 +499,7 @@ def company_mode_switch(
             f"{book.company.name} is already {book.company.get_mode_display().lower()}."
         )
     if mode == Company.Mode.PREPAID:
+        tax = _post_tax_before_prepaid(book, actor)
         in_lots = (
             CreditLot.objects.filter(company=book.company).aggregate(total=Sum("remaining"))[
                 "total"
@@ -500,9 +508,12 @@ def company_mode_switch(
         )
         outside_lots = book.balance - in_lots
         if outside_lots < 0:
+            with_tax = (
+                f", with {book.money(tax)} of tax on its charges not yet invoiced" if tax else ""
+            )
             raise ModeSwitchRefused(
-                f"{book.company.name} owes {book.money(-outside_lots)}; it can switch to "
-                "prepaid once that is paid."
+                f"{book.company.name} owes {book.money(-outside_lots)}{with_tax}; it can switch "
+                "to prepaid once that is paid."
             )
         if outside_lots > 0:
             raise ModeSwitchRefused(
@@ -523,9 +534,45 @@ def company_mode_switch(
                 "its next invoice; switch it to prepaid once that invoice has applied them."
             )
     Company.objects.filter(pk=book.company.pk).update(mode=mode)
+    CompanyModeChange.objects.create(
+        company=book.company, mode=mode, changed_at=now, changed_by=actor, reason=reason.strip()
+    )
     book.company.mode = company.mode = mode
     book.sync_blocks()
     return company
+
+
+def _post_tax_before_prepaid(book: _CompanyBook, actor) -> Decimal:
+    """Post the tax on the postpaid charges no invoice has taxed, as the month's invoice would
+    (on their total, rounded once, half up), before a switch to prepaid: no invoice will."""
+    # invoicing builds on billing: it knows what its statements have covered.
+    from invoicing.services import tax_amount
+    from invoicing.statement_content import untaxed_postpaid_charges
+
+    company = book.company
+    taxable = untaxed_postpaid_charges(company)
+    tax = tax_amount(taxable, company.tax_rate, book.currency)
+    if tax == 0:
+        return tax
+    counter = book.system_accounts({TAX_ACCOUNT})["tax"]
+    customer, _shortfall = book.debit(tax)  # postpaid: no shortfall
+    rate = f"{(company.tax_rate * 100).normalize():f}"
+    book.add_transaction(
+        kind=Kind.ADJUSTMENT,
+        idempotency_key=f"mode-switch-tax:{company.pk}:{book.now.isoformat()}",
+        fingerprint=_fingerprint(op="mode-switch-tax", company=company.pk, tax=tax),
+        description=f"Tax {rate}% on {book.money(taxable)} of charges not yet invoiced, "
+        "at the switch to prepaid",
+        actor=actor,
+        metadata={
+            "mode_switch_tax": True,
+            "taxable": str(taxable),
+            "tax_rate": str(company.tax_rate),
+        },
+        postings=[*customer, (counter, tax, None)],
+    )
+    book.flush()
+    return tax
 
 
 # The company fields staff edit on its admin form once it is open. Mode and currency have

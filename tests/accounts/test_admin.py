@@ -147,6 +147,8 @@ def company_form(company, **changes) -> dict:
         "subaccounts-INITIAL_FORMS": "0",
         "memberships-TOTAL_FORMS": "0",
         "memberships-INITIAL_FORMS": "0",
+        "mode_changes-TOTAL_FORMS": "0",
+        "mode_changes-INITIAL_FORMS": "0",
     }
     return {**data, **changes}
 

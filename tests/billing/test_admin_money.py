@@ -442,7 +442,7 @@ def test_a_postpaid_company_that_owes_cannot_switch_to_prepaid(admin_client):
         action_url(company, "switch_mode"), {"mode": "prepaid", "reason": "Asked to"}
     )
     assert response.status_code == 200
-    assert "owes ¥500" in response.text
+    assert "owes ¥550, with ¥50 of tax on its charges not yet invoiced" in response.text
     company.refresh_from_db()
     assert company.mode == Company.Mode.POSTPAID
     assert not LogEntry.objects.exists()

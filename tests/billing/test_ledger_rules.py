@@ -481,7 +481,7 @@ def test_switch_prepaid_to_postpaid_keeps_lots_and_lifts_depleted_block(prepaid)
 
 def test_switch_postpaid_to_prepaid_refused_while_money_is_owed(postpaid):
     charge(postpaid, 10, now=NOW)
-    with pytest.raises(ModeSwitchRefused, match="owes ¥10"):
+    with pytest.raises(ModeSwitchRefused, match="owes ¥11, with ¥1 of tax on its charges"):
         ledger.company_mode_switch(
             company=postpaid, mode="prepaid", actor=None, reason="x", now=NOW
         )
