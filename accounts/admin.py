@@ -12,6 +12,8 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from djmoney.money import Money
@@ -39,14 +41,7 @@ from billing.services import ledger
 from billing.services.ledger import company_details_save
 
 from . import services
-from .models import (
-    BillingContact,
-    Company,
-    CompanyBlock,
-    CompanyModeChange,
-    Membership,
-    Subaccount,
-)
+from .models import BillingContact, Company, CompanyBlock, Membership, Subaccount
 
 
 class SubaccountInline(admin.TabularInline):
@@ -70,22 +65,6 @@ class BillingContactInline(admin.TabularInline):
     extra = 0
 
 
-class ModeChangeInline(admin.TabularInline):
-    """The company's switches between prepaid and postpaid (made by the switch action)."""
-
-    model = CompanyModeChange
-    extra = 0
-    fields = ["changed_at", "mode", "changed_by", "reason"]
-    readonly_fields = fields
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Company)
 class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, admin.ModelAdmin):
     list_display = [
@@ -99,9 +78,9 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
     ]
     list_filter = ["mode", "status", "currency", "billing_timezone"]
     search_fields = ["account_code", "name", "billing_contacts__email"]
-    readonly_fields = ["status", "blocked_reason", "created_at"]
+    readonly_fields = ["status", "blocked_reason", "created_at", "mode_history"]
     autocomplete_fields = ["tariff"]
-    inlines = [BillingContactInline, SubaccountInline, MembershipInline, ModeChangeInline]
+    inlines = [BillingContactInline, SubaccountInline, MembershipInline]
     fieldsets = [
         (None, {"fields": ["account_code", "name", "language"]}),
         (
@@ -109,6 +88,7 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
             {
                 "fields": [
                     "mode",
+                    "mode_history",
                     "currency",
                     "billing_timezone",
                     "tax_rate",
@@ -119,6 +99,29 @@ class CompanyAdmin(CompanyMoneyMixin, CompanyRecurringMixin, StaffActionMixin, a
         ),
         (_("Status"), {"fields": ["status", "blocked_reason", "created_at"]}),
     ]
+
+    @admin.display(description=_("mode changes"))
+    def mode_history(self, company: Company) -> str:
+        """The company's switches between prepaid and postpaid, newest first (made by the
+        switch action; each decides which charges an invoice taxes)."""
+        changes = company.mode_changes.select_related("changed_by")[:20] if company.pk else []
+        if not changes:
+            return gettext("None")
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} → {}: {} ({})",
+            (
+                (
+                    timezone.localtime(change.changed_at, company.tzinfo).strftime(
+                        "%Y-%m-%d %H:%M"
+                    ),
+                    change.get_mode_display(),
+                    change.reason,
+                    change.changed_by or gettext("system"),
+                )
+                for change in changes
+            ),
+        )
 
     def get_queryset(self, request):
         return (

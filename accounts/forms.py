@@ -9,6 +9,7 @@ class SubaccountForm(forms.ModelForm):
         model = Subaccount
         fields = ["code", "name"]
         help_texts = {"code": _("Letters, digits, - and _. Used by the platform; cannot change.")}
+        error_messages = {"code": {"invalid": _("Use only letters, digits, - and _ (no spaces).")}}
 
 
 class SubaccountRenameForm(forms.ModelForm):

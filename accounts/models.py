@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from djmoney.models.fields import MoneyField
@@ -186,7 +187,10 @@ class Subaccount(LoadedWithoutInit, models.Model):
         verbose_name_plural = _("subaccounts")
         ordering = ["company", "code"]
         constraints = [
-            models.UniqueConstraint(fields=["company", "code"], name="subaccount_unique_code"),
+            # In any case: "Sales" beside "sales" would be two seats a person cannot tell apart.
+            models.UniqueConstraint(
+                "company", Lower("code"), name="subaccount_unique_code_any_case"
+            ),
             models.CheckConstraint(
                 name="subaccount_inactive_has_deactivated_at",
                 condition=Q(is_active=True) | Q(deactivated_at__isnull=False),

@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from . import signals
 from .exceptions import BlockingError, MembershipExists, SubaccountCodeTaken
@@ -37,7 +38,7 @@ def subaccount_create(*, company: Company, code: str, name: str) -> Subaccount:
             subaccount.save()
     except IntegrityError as error:
         raise SubaccountCodeTaken(
-            f"The subaccount code “{code}” is already used in this company."
+            _("The subaccount code “%(code)s” is already used in this company.") % {"code": code}
         ) from error
     return subaccount
 

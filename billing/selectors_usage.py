@@ -439,10 +439,9 @@ def format_gigabytes(quantity: Decimal) -> str:
     return _("%(value)s GB") % {"value": _number(gigabytes, 2)}
 
 
-def _count(quantity: Decimal, singular: str, plural: str) -> str:
+def _form(quantity: Decimal) -> int:
     # ngettext picks the form by an integer; a fractional count takes the plural.
-    whole = quantity == quantity.to_integral_value()
-    return ngettext(singular, plural, int(quantity) if whole else 2) % {"count": _number(quantity)}
+    return int(quantity) if quantity == quantity.to_integral_value() else 2
 
 
 def format_quantity(service: str, quantity: Decimal | None) -> str:
@@ -452,12 +451,14 @@ def format_quantity(service: str, quantity: Decimal | None) -> str:
     quantity = Decimal(quantity)
     if service == "voice":
         return format_duration(quantity)
+    # Each ngettext is called with its literal strings, so that makemessages finds them.
+    count = {"count": _number(quantity)}
     if service == "sms":
-        return _count(quantity, "%(count)s message", "%(count)s messages")
+        return ngettext("%(count)s message", "%(count)s messages", _form(quantity)) % count
     if service == "fax":
-        return _count(quantity, "%(count)s page", "%(count)s pages")
+        return ngettext("%(count)s page", "%(count)s pages", _form(quantity)) % count
     if service == "api":
-        return _count(quantity, "%(count)s call", "%(count)s calls")
+        return ngettext("%(count)s call", "%(count)s calls", _form(quantity)) % count
     if service == "data":
         return format_bytes(quantity)
     if service == "disk":

@@ -147,7 +147,28 @@ def test_duplicate_subaccount_code_shows_a_form_error_and_adds_nothing(client, m
 def test_invalid_subaccount_code_is_a_form_error(client, member):
     response = client.post(reverse("portal:subaccount_create"), {"code": "no spaces!", "name": ""})
     assert response.status_code == 400
+    assert "Use only letters, digits, - and _" in response.text
+    assert "slug" not in response.text
     assert member.company.subaccounts.count() == 2
+
+
+def test_a_code_differing_only_in_case_is_already_used(client, member):
+    response = client.post(reverse("portal:subaccount_create"), {"code": "SALES", "name": "Again"})
+    assert response.status_code == 400
+    assert "already used" in response.text
+    assert member.company.subaccounts.count() == 2
+
+
+def test_subaccount_code_errors_are_in_the_readers_language(client, member):
+    japanese = {"headers": {"accept-language": "ja"}}
+    taken = client.post(
+        reverse("portal:subaccount_create"), {"code": "sales", "name": "Again"}, **japanese
+    )
+    invalid = client.post(
+        reverse("portal:subaccount_create"), {"code": "no spaces!", "name": "X"}, **japanese
+    )
+    assert "already used" not in taken.text and "「sales」" in taken.text
+    assert "Use only letters" not in invalid.text and "slug" not in invalid.text
 
 
 @pytest.mark.parametrize("role", [Membership.Role.MEMBER, Membership.Role.BILLING])

@@ -156,4 +156,4 @@ def test_the_company_admin_page_lists_its_mode_changes(admin_client):
     switch(customer, Company.Mode.POSTPAID, tokyo(4, 10))
     page = admin_client.get(reverse("admin:accounts_company_change", args=[customer.pk]))
     assert page.status_code == 200
-    assert "Mode changes" in page.text and "Contract" in page.text
+    assert "Mode changes" in page.text and "Postpaid: Contract" in page.text
