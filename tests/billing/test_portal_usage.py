@@ -446,6 +446,17 @@ def test_quantities_read_in_units_of_the_service(service, quantity, text):
     assert format_quantity(service, Decimal(quantity)) == text
 
 
+@pytest.mark.parametrize(
+    ("service", "quantity", "text"),
+    [("sms", 1234, "1,234 通"), ("fax", 3, "3 ページ"), ("api", 1, "1 回")],
+)
+def test_quantities_read_in_the_readers_language(service, quantity, text):
+    from django.utils import translation
+
+    with translation.override("ja"):
+        assert format_quantity(service, Decimal(quantity)) == text
+
+
 def test_byte_helpers():
     assert format_bytes(Decimal(2) * 10**12) == "2.00 TB"
     assert format_gigabytes(Decimal(10) ** 9 * 120) == "120.00 GB"
