@@ -11,6 +11,7 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .roles import role_can
@@ -44,7 +45,10 @@ def portal_view(capability: str = "view_account") -> Callable:
             request.company = membership.company
             if not role_can(membership.role, capability):
                 return render(request, "portal/forbidden.html", status=403)
-            return view(request, *args, **kwargs)
+            # Times on every portal page are the company's billing time zone, as its periods
+            # are (pages that set it themselves with {% timezone %} agree).
+            with timezone.override(membership.company.tzinfo):
+                return view(request, *args, **kwargs)
 
         wrapper.portal_capability = capability
         return wrapper

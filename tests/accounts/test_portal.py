@@ -227,3 +227,17 @@ def test_switching_from_an_objects_page_lands_on_its_list(client, page, lands_on
         reverse("portal:company_switch"), {"company": other.company_id, "next": page}
     )
     assert response.status_code == 302 and response["Location"] == lands_on
+
+
+def test_subaccount_times_are_in_the_companys_time_zone(client, member):
+    from datetime import UTC, datetime
+
+    member.company.billing_timezone = "Asia/Tokyo"
+    member.company.save(update_fields=["billing_timezone"])
+    subaccount = SubaccountFactory(
+        company=member.company, code="late", created_at=datetime(2026, 11, 30, 20, 0, tzinfo=UTC)
+    )
+    detail = client.get(reverse("portal:subaccount", args=[subaccount.pk]))
+    listing = client.get(reverse("portal:subaccounts"))
+    assert "2026-12-01 05:00" in detail.text
+    assert "2026-12-01" in listing.text and "2026-11-30" not in listing.text
