@@ -17,12 +17,16 @@ import atexit
 import csv
 import functools
 import threading
+import zoneinfo
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import translation
+
+from billing.money import currency_exponent
 
 from .fonts import FAMILY, font_paths
 from .models import CreditNote, Payment, Statement
@@ -226,12 +230,35 @@ class _Echo:
 
 
 def statement_csv_rows(statement: Statement) -> Iterator[str]:
-    """The CSV, one line at a time, from a chunked cursor."""
+    """The CSV, one line at a time, from a chunked cursor. Times are ISO 8601 in the
+    statement's billing time zone, with its offset; numbers without the database's padding
+    ("300", not "300.000000"), amounts with at least the currency's decimals ("90" yen,
+    "1.20" dollars) and more only where a record has them (¥0.0125)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
     currency = statement.currency
+    zone = zoneinfo.ZoneInfo(statement.billing_timezone)
+    places = Decimal(1).scaleb(-currency_exponent(currency))
     for row in statement_usage_records(statement):
         occurred_at, *rest, amount = row
         yield writer.writerow(
-            [occurred_at.isoformat(), *("" if v is None else v for v in rest), amount, currency]
+            [
+                occurred_at.astimezone(zone).isoformat(),
+                *(_plain(value) for value in rest),
+                format(max(amount.normalize(), amount.quantize(places), key=_places), "f"),
+                currency,
+            ]
         )
+
+
+def _places(value: Decimal) -> int:
+    return -value.as_tuple().exponent
+
+
+def _plain(value):
+    """A CSV cell: nothing for None, a Decimal without padding or exponent."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    return value

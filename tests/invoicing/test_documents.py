@@ -427,3 +427,29 @@ def test_a_statements_records_are_read_through_their_index(client, statement):
         cursor.execute(f"EXPLAIN {sql}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "usage_company_received" in plan and "Filter:" not in plan, plan
+
+
+def test_csv_times_are_in_the_billing_time_zone_and_numbers_read_plainly(client, statement):
+    response = client.get(reverse("portal:statement_csv", args=[statement.pk]))
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert lines[1].split(",")[:1] == ["2026-04-03T00:00:00+09:00"]
+    assert lines[1].endswith(",voice,,300,,0,,90,JPY")
+
+
+def test_csv_amounts_keep_the_currencys_decimals_and_a_records_own():
+    from invoicing.documents import statement_csv_rows
+
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID,
+        currency="USD",
+        billing_timezone="America/New_York",
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    usage(company, "1.2", at=datetime(2026, 4, 3, 12, tzinfo=UTC), quantity=2, records=1)
+    # Records priced in fractions of a cent add up to a charge in whole cents.
+    usage(company, "0.05", at=datetime(2026, 4, 4, 12, tzinfo=UTC), quantity=1, records=4)
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    rows = list(statement_csv_rows(april))[1:]
+    assert rows[0].startswith("2026-04-03T08:00:00-04:00,")
+    assert rows[0].strip().endswith(",1.20,USD") and rows[1].strip().endswith(",0.0125,USD")
+    assert len(rows) == 5
