@@ -2,6 +2,7 @@
 creation and voiding. They check shape only; the rules are the services'."""
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -56,6 +57,11 @@ class VoucherBatchCreateForm(forms.ModelForm):
     class Meta:
         model = VoucherBatch
         fields = ["label", "reseller", "amount", "count", "lifetime_days", "redeem_by", "notes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The house currency first, not the alphabet's (AUD).
+        self.fields["amount"].initial = [None, settings.DEFAULT_CURRENCY]
 
     def clean(self):
         """The service's rules, asked before submitting, so that a refusal is shown on the

@@ -70,7 +70,11 @@ class VoucherBatch(models.Model):
         verbose_name_plural = _("voucher batches")
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.CheckConstraint(name="voucher_batch_amount_positive", condition=Q(amount__gt=0)),
+            models.CheckConstraint(
+                name="voucher_batch_amount_positive",
+                condition=Q(amount__gt=0),
+                violation_error_message=_("The amount must be more than zero."),
+            ),
             models.CheckConstraint(
                 name="voucher_batch_count_in_range",
                 condition=Q(count__gte=1) & Q(count__lte=MAX_BATCH_SIZE),

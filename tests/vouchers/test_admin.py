@@ -122,6 +122,22 @@ def test_a_count_outside_the_bounds_is_shown_as_an_error_and_nothing_is_created(
     assert not VoucherBatch.objects.exists()
 
 
+@pytest.mark.parametrize("amount", ["-100", "0"])
+def test_an_amount_of_zero_or_less_is_a_plain_error_and_nothing_is_created(admin_client, amount):
+    response = admin_client.post(
+        reverse("admin:vouchers_voucherbatch_add"), add_form(amount_0=amount)
+    )
+    assert response.status_code == 200
+    errors = plain(" ".join(re.findall(r'<ul class="errorlist.*?</ul>', response.text, re.S)))
+    assert "more than zero" in errors and "voucher_batch_amount_positive" not in errors
+    assert not VoucherBatch.objects.exists()
+
+
+def test_the_add_form_offers_the_house_currency_first(admin_client):
+    page = admin_client.get(reverse("admin:vouchers_voucherbatch_add"))
+    assert re.search(r'<option value="JPY" selected>', page.text)
+
+
 def test_a_redeem_by_in_the_past_is_refused_by_the_service_and_nothing_is_created(admin_client):
     response = admin_client.post(
         reverse("admin:vouchers_voucherbatch_add"), add_form(redeem_by_0="2027-01-01")
