@@ -269,6 +269,13 @@ class Statement(ImmutableModel):
         return -self.closing_balance
 
     @property
+    def other_changes(self):
+        """Everything between the balance forward and the closing balance besides new
+        charges and tax: credits, payments, adjustments, expired credit (owed-positive), so
+        that a row of the statements list adds up."""
+        return self.closing_balance - self.balance_forward - self.new_charges - self.tax
+
+    @property
     def opening_credit(self):
         return -self.balance_forward
 

@@ -453,3 +453,21 @@ def test_csv_amounts_keep_the_currencys_decimals_and_a_records_own():
     assert rows[0].startswith("2026-04-03T08:00:00-04:00,")
     assert rows[0].strip().endswith(",1.20,USD") and rows[1].strip().endswith(",0.0125,USD")
     assert len(rows) == 5
+
+
+def test_each_row_of_the_statements_list_adds_up_to_its_closing_balance(client):
+    from invoicing.services import statement_issue as issue
+
+    from .helpers import grant
+
+    company = CompanyFactory(currency="USD", created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    grant(company, "50", at=datetime(2026, 4, 1, 12, tzinfo=UTC))
+    usage(company, "12.5", at=datetime(2026, 4, 3, tzinfo=UTC))
+    april = issue(company=company, year=2026, month=4, now=AFTER_ALL)
+    client.force_login(MembershipFactory(company=company, role=Membership.Role.ADMIN).user)
+    page = client.get(reverse("portal:statements")).text
+
+    row = re.search(rf"<tr>\s*<td[^>]*>2026-04</td>.*?</tr>", page, re.S).group(0)
+    cells = [cell for cell in re.findall(r'<td class="num">([^<]*)</td>', row)]
+    assert cells == ["$0.00", "$12.50", "$0.00", "-$50.00", "-$37.50"]
+    assert april.other_changes == Money(-50, "USD")
