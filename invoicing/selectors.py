@@ -84,10 +84,19 @@ class DocumentSection:
     total: Money
 
 
-def line_description(line: StatementLine, statement: Statement) -> str:
+def line_description(
+    line: StatementLine, statement: Statement, payments: dict[int, tuple] | None = None
+) -> str:
     """What a line says, in the reader's language where the statement knows the words: the
-    service of usage, expiry, and tax (its rate and base are on the statement; the ledger
-    keeps the English label)."""
+    service of usage, expiry, tax (its rate and base are on the statement; the ledger
+    keeps the English label), and a payment or its reversal (``payments``: by the line's
+    transaction, from ``payments_of_lines``)."""
+    if line.group == Group.PAYMENT and payments and line.transaction_id in payments:
+        number, method, reversal = payments[line.transaction_id]
+        values = {"number": number, "method": Payment.Method(method).label}
+        if reversal:
+            return _("Payment %(number)s reversed (%(method)s)") % values
+        return _("Payment received (%(method)s), receipt %(number)s") % values
     if line.group == Group.USAGE:
         return service_label(line.service)
     if line.group == Group.EXPIRY:
@@ -123,14 +132,35 @@ def section_title(group: str, statement: Statement) -> str:
     return titles[group]
 
 
+def payments_of_lines(lines: list[StatementLine]) -> dict[int, tuple]:
+    """The payments behind payment lines, by the line's transaction: (receipt number, method,
+    whether the line is its reversal). One query, none without payment lines."""
+    ids = [line.transaction_id for line in lines if line.group == Group.PAYMENT]
+    if not any(ids):
+        return {}
+    found = {}
+    rows = Payment.objects.filter(
+        Q(transaction_id__in=ids) | Q(transaction__reversed_by__in=ids)
+    ).values_list("transaction_id", "transaction__reversed_by", "receipt_number", "method")
+    for transaction_id, reversal_id, number, method in rows:
+        found[transaction_id] = (number, method, False)
+        if reversal_id is not None:
+            found[reversal_id] = (number, method, True)
+    return found
+
+
 def statement_sections(statement: Statement) -> list[DocumentSection]:
     """The statement's lines by group, in the statement's order, with each group's total
-    (one query)."""
+    (one query, and one more with payment lines)."""
     sections: dict[str, list[DocumentLine]] = {}
     totals: dict[str, Decimal] = {}
-    for line in statement.lines.order_by("sort_order"):
+    lines = list(statement.lines.order_by("sort_order"))
+    payments = payments_of_lines(lines)
+    for line in lines:
         sections.setdefault(line.group, []).append(
-            DocumentLine(line_description(line, statement), line_quantity(line), line.amount)
+            DocumentLine(
+                line_description(line, statement, payments), line_quantity(line), line.amount
+            )
         )
         totals[line.group] = totals.get(line.group, Decimal(0)) + line.amount.amount
     return [

@@ -471,3 +471,44 @@ def test_each_row_of_the_statements_list_adds_up_to_its_closing_balance(client):
     cells = [cell for cell in re.findall(r'<td class="num">([^<]*)</td>', row)]
     assert cells == ["$0.00", "$12.50", "$0.00", "-$50.00", "-$37.50"]
     assert april.other_changes == Money(-50, "USD")
+
+
+def test_payment_lines_are_described_in_the_statements_language():
+    from django.utils import translation
+
+    from invoicing.payments import payment_record, payment_reverse
+    from invoicing.models import StatementLine
+    from invoicing.selectors import section_title, statement_sections
+
+    company = CompanyFactory(
+        mode=Company.Mode.POSTPAID, created_at=datetime(2025, 1, 1, tzinfo=UTC), tax_rate=0
+    )
+    fee(company, "1000", at=datetime(2026, 3, 2, tzinfo=TOKYO))
+    statement_issue(company=company, year=2026, month=3, now=datetime(2026, 4, 1, 1, tzinfo=TOKYO))
+    kept = payment_record(
+        company=company, amount=Money(1000, "JPY"), received_on=datetime(2026, 4, 3).date(),
+        reference="A", now=datetime(2026, 4, 3, tzinfo=TOKYO),
+    )  # fmt: skip
+    bounced = payment_record(
+        company=company, amount=Money(500, "JPY"), received_on=datetime(2026, 4, 4).date(),
+        reference="B", now=datetime(2026, 4, 4, tzinfo=TOKYO),
+    )  # fmt: skip
+    payment_reverse(
+        payment=bounced, reason="Bounced", actor=None, now=datetime(2026, 4, 5, tzinfo=TOKYO)
+    )
+    april = statement_issue(company=company, year=2026, month=4, now=AFTER_ALL)
+
+    def payment_lines(language):
+        with translation.override(language):
+            title = section_title(StatementLine.Group.PAYMENT, april)
+            [section] = [each for each in statement_sections(april) if each.title == title]
+            return [line.description for line in section.lines]
+
+    assert payment_lines("en") == [
+        f"Payment received (Bank transfer), receipt {kept.receipt_number}",
+        f"Payment received (Bank transfer), receipt {bounced.receipt_number}",
+        f"Payment {bounced.receipt_number} reversed (Bank transfer)",
+    ]
+    japanese = payment_lines("ja")
+    assert all("Payment" not in text and "Bank transfer" not in text for text in japanese)
+    assert kept.receipt_number in japanese[0] and bounced.receipt_number in japanese[2]
