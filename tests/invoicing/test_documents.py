@@ -467,8 +467,8 @@ def test_each_row_of_the_statements_list_adds_up_to_its_closing_balance(client):
     client.force_login(MembershipFactory(company=company, role=Membership.Role.ADMIN).user)
     page = client.get(reverse("portal:statements")).text
 
-    row = re.search(rf"<tr>\s*<td[^>]*>2026-04</td>.*?</tr>", page, re.S).group(0)
-    cells = [cell for cell in re.findall(r'<td class="num">([^<]*)</td>', row)]
+    row = re.search(r"<tr>\s*<td[^>]*>2026-04</td>.*?</tr>", page, re.S).group(0)
+    cells = re.findall(r'<td class="num">([^<]*)</td>', row)
     assert cells == ["$0.00", "$12.50", "$0.00", "-$50.00", "-$37.50"]
     assert april.other_changes == Money(-50, "USD")
 
@@ -476,8 +476,8 @@ def test_each_row_of_the_statements_list_adds_up_to_its_closing_balance(client):
 def test_payment_lines_are_described_in_the_statements_language():
     from django.utils import translation
 
-    from invoicing.payments import payment_record, payment_reverse
     from invoicing.models import StatementLine
+    from invoicing.payments import payment_record, payment_reverse
     from invoicing.selectors import section_title, statement_sections
 
     company = CompanyFactory(
