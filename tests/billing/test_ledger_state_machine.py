@@ -39,6 +39,8 @@ from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
 from billing.selectors import company_available, company_balance
 from billing.services import ledger
+from invoicing.services import tax_amount
+from invoicing.statement_content import untaxed_postpaid_charges
 from tests.factories import CompanyFactory, UserFactory
 from tests.factories.billing import charge, grant, next_key
 
@@ -272,6 +274,21 @@ class LedgerMachine(RuleBasedStateMachine):
             (lot.remaining.amount for lot in CreditLot.objects.filter(company=self.company)), ZERO
         )
         outside_lots = self._balance() - in_lots
+        # A switch to prepaid first posts the tax no invoice will charge (none is issued
+        # here: on everything charged since the company last became postpaid).
+        tax = ZERO
+        if mode == Mode.PREPAID and current == Mode.POSTPAID:
+            taxable = untaxed_postpaid_charges(self.company)
+            tax = tax_amount(taxable, self.company.tax_rate, self.company.currency)
+        # The tax is debited as any charge is: unexpired lots first, then the balance.
+        live = sum(
+            (
+                lot.remaining.amount
+                for lot in CreditLot.objects.filter(company=self.company, expires_at__gt=self.clock)
+            ),
+            ZERO,
+        )
+        outside_after = outside_lots - (tax - min(tax, live))
         try:
             ledger.company_mode_switch(
                 company=self.company,
@@ -281,12 +298,14 @@ class LedgerMachine(RuleBasedStateMachine):
                 now=self.clock,
             )
         except ModeSwitchRefused:
-            # Refused only for no change, or postpaid → prepaid with money outside lots.
-            assert mode == current or (mode == Mode.PREPAID and outside_lots != 0)
+            # Refused only for no change, or postpaid → prepaid with money outside lots
+            # once the tax is posted; then nothing is posted at all.
+            assert mode == current or (mode == Mode.PREPAID and outside_after != 0)
             return
         assert mode != current
-        assert mode == Mode.POSTPAID or outside_lots == 0
+        assert mode == Mode.POSTPAID or outside_after == 0
         assert self._mode() == mode
+        self.expected_balance -= tax
 
     # Invariants ---------------------------------------------------------------------------
     # Checked after every step. Thousands of steps run, and the ORM, more than the
