@@ -147,6 +147,24 @@ def reconcile(now=None) -> ReconcileReport:
             )
         )
 
+    # 3b. Each lot's amount is what its grant put into it (the amount is what the customer
+    #     is shown as granted; ``remaining`` alone could be right with it wrong).
+    granted = LedgerPosting.objects.filter(
+        lot=OuterRef("pk"), transaction=OuterRef("grant_transaction")
+    ).values("lot")
+    for lot in (
+        CreditLot.objects.annotate(granted=_sum_subquery(granted))
+        .filter(_differs("amount", "granted"))
+        .select_related("company")
+    ):
+        problems.append(
+            Problem(
+                _company_label(lot.company),
+                f"credit lot #{lot.pk}: amount {_amount(lot.amount.amount)} but its grant "
+                f"(transaction #{lot.grant_transaction_id}) put {_amount(lot.granted)} into it",
+            )
+        )
+
     # 4. Prepaid: the balance is held in lots only, is never negative, and what is available
     #    is exactly the credit in lots not yet expired.
     lots_total = CreditLot.objects.filter(company=OuterRef("company")).values("company")

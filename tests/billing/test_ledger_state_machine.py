@@ -159,6 +159,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def charge(self, amount):
         prepaid = self._mode() == Mode.PREPAID
         live_before, _ = self._lots()
+        self.company.refresh_from_db()
+        blocked_before = self.company.is_blocked
         key = next_key("usage")
         result = charge(self.company, amount, now=self.clock, key=key)
         # Prepaid takes what the unexpired lots hold and no more; postpaid takes it all.
@@ -168,7 +170,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.expected_balance -= taken
         self.company.refresh_from_db()
         live, expired = self._lots()
-        if prepaid:
+        if amount == 0:  # asks nothing of the credit: decides no block
+            assert self.company.is_blocked == blocked_before
+        elif prepaid:
             assert self.company.is_blocked == (live == 0)
         else:
             assert self.company.is_blocked == (self._balance() - expired <= -self.limit)

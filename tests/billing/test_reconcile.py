@@ -102,6 +102,15 @@ def test_a_lot_remaining_changed_around_the_ledger_is_named(books):
     assert "prepaid balance 500" in said
 
 
+def test_a_lot_amount_unlike_its_grant_is_named(books):
+    company = books["prepaid"]
+    lot = CreditLot.objects.filter(company=company, remaining__gt=0).get()
+    CreditLot.objects.filter(pk=lot.pk).update(amount=jpy(5000))
+    said = reconcile_failure()
+    assert f"company {company.account_code}: credit lot #{lot.pk}: amount 5000" in said
+    assert f"its grant (transaction #{lot.grant_transaction_id}) put 500.0000 into it" in said
+
+
 def test_a_prepaid_balance_made_negative_is_named(books):
     company = books["depleted"]
     LedgerAccount.objects.filter(company=company).update(balance=jpy(-50))
