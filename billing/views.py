@@ -21,6 +21,7 @@ from .selectors import (
     company_lot_lines,
     credit_runway,
 )
+from .selectors_history import history_descriptions
 from .selectors_recurring import recent_recurring_charges, recurring_overview
 from .selectors_usage import (
     NO_SUBACCOUNT,
@@ -55,8 +56,10 @@ def credits(request):
     page = Paginator(company_history(company, kind or None), HISTORY_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
+    descriptions = history_descriptions(page.object_list, company)
     for transaction in page:
         transaction.amount_money = Money(transaction.amount, company.currency)
+        transaction.shown_description = descriptions.get(transaction.pk, transaction.description)
 
     context = {
         "available": company_available(company, now),

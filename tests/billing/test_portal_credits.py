@@ -339,3 +339,23 @@ def test_another_companys_credits_and_history_are_never_shown(client, at_now):
         text = client.get(URL, params).text
         assert "77,777" not in text and "Their voucher" not in text and "4,321" not in text
         assert "Voucher" not in text
+
+
+def test_history_describes_an_expiry_and_a_plan_fee_in_the_readers_language(client, at_now):
+    from billing.services.recurring import recurring_charge_company, subscription_order
+    from tests.factories.rating import PlanFactory
+
+    company = signed_in(client)
+    grant(company, 1000, now=NOW - timedelta(days=12), days=10, source="purchase")
+    ledger.credits_expire(company=company, now=NOW - timedelta(days=1))
+    grant(company, 500, now=NOW - timedelta(days=12), days=365, source="purchase")
+    plan = PlanFactory(name="Business", monthly_fee=Money(100, "JPY"))
+    subscription_order(company=company, plan=plan, at=datetime(2026, 3, 1, tzinfo=UTC))
+    recurring_charge_company(company=company, as_of=NOW)
+    english = text_of(client.get(URL))
+    japanese = text_of(client.get(URL, headers={"accept-language": "ja"}))
+
+    assert "Expired unused: Purchase credit granted 2026-02-27, expired 2026-03-09" in english
+    assert "Plan Business, 2026-03-01 – 2026-03-31" in english
+    assert "未使用のまま失効" in japanese and "Expired" not in japanese
+    assert "プラン Business" in japanese

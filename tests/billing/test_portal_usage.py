@@ -482,3 +482,22 @@ def test_rates_keep_their_own_decimals():
 )
 def test_phone_numbers_keep_country_prefix_and_last_four_digits(number, masked):
     assert mask_number(number) == masked
+
+
+def test_the_credit_history_describes_usage_in_the_readers_language_and_time_zone(
+    client, company, key
+):
+    send(
+        key,
+        company,
+        {"at": utc(2026, 11, 19, 23, 30)},
+        {"at": utc(2026, 11, 19, 23, 50)},
+        {"service": "sms", "at": utc(2026, 11, 19, 23, 40)},
+    )
+    english = client.get("/portal/credits/").text
+    japanese = client.get("/portal/credits/", headers={"accept-language": "ja"}).text
+
+    assert "Usage: 3 events (SMS 1, Voice 2), 2026-11-20 08:30 – 2026-11-20 08:50" in english
+    assert "UTC" not in english
+    assert "2026-11-20 08:30 – 2026-11-20 08:50" in japanese
+    assert "Usage: 3 events" not in japanese and "Voice" not in japanese
