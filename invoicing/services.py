@@ -261,7 +261,8 @@ def _add_tax(draft: StatementDraft) -> None:
     if not draft.postpaid:
         return
     # Credit notes carry their own tax, posted when issued (``credit_note_split``).
-    taxable = draft.total(*TAXABLE_GROUPS) - draft.credit_notes - draft.taxed_elsewhere
+    taxable = draft.total(*TAXABLE_GROUPS) + draft.discounts
+    taxable -= draft.credit_notes + draft.taxed_elsewhere
     taxable += sum((-credit.amount.amount for credit in draft.credits), ZERO)
     draft.taxable = max(taxable, ZERO)
     tax = tax_amount(taxable, draft.company.tax_rate, draft.currency)

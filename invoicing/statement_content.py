@@ -65,8 +65,11 @@ GROUPED_KINDS = (Kind.USAGE, Kind.EXPIRY)
 # A reversal of money paid in or credit granted is shown, and left untaxed, where the
 # transaction it undoes was; any other reversal corrects a charge, which is an adjustment.
 REVERSAL_GROUPS = (Group.CREDIT, Group.PAYMENT)
-# Taxable: what was charged and corrected; not money paid in or credit granted.
+# Taxable: what was charged and corrected; not money paid in.
 TAXABLE_GROUPS = (Group.BASE_FEE, Group.USAGE, Group.ADJUSTMENT)
+# Credit given, not bought, lowers what a postpaid invoice taxes, as a credit code applied to
+# it does (a discount); credit bought (a purchase) is money paid in and lowers nothing.
+DISCOUNT_KINDS = (Kind.GRANT, Kind.VOUCHER, Kind.TRIAL)
 GROUP_ORDER = [
     Group.BASE_FEE,
     Group.USAGE,
@@ -144,6 +147,9 @@ class StatementDraft:
     tax_transaction: LedgerTransaction | None = None
     # Postpaid: taxable charges of the period not taxed by this invoice (``read_taxed_elsewhere``).
     taxed_elsewhere: Decimal = ZERO
+    # The period's credit given (``DISCOUNT_KINDS``, their reversals too; owed-positive, so
+    # zero or less), which lowers the taxable total.
+    discounts: Decimal = ZERO
 
     @property
     def currency(self) -> str:
@@ -295,6 +301,8 @@ def read_ledger(drafts: list[StatementDraft]) -> None:
             continue
         if kind == Kind.CREDIT_NOTE:
             draft.credit_notes -= row["total"]
+        if is_discount(kind, row["transaction__reverses__kind"]):
+            draft.discounts -= row["total"]
         draft.add_line(
             group,
             row["description"],
@@ -374,10 +382,14 @@ def usage_window_start(start: datetime, previous: Statement | None) -> datetime:
     return previous.period_end if previous is not None else start
 
 
+def is_discount(kind: str, reversed_kind: str | None) -> bool:
+    return kind in DISCOUNT_KINDS or (kind == Kind.REVERSAL and reversed_kind in DISCOUNT_KINDS)
+
+
 def taxable_charges(selected: Q) -> dict[int, Decimal]:
     """Owed-positive totals, by company, of what a postpaid statement taxes among the
-    customer postings ``selected``: fees, usage and their corrections (a credit note is
-    left out: it carries its own tax; so are payments, credits and their reversals)."""
+    customer postings ``selected``: fees, usage and their corrections, less credit given (a
+    credit note is left out: it carries its own tax; so are payments and credit bought)."""
     rows = (
         LedgerPosting.objects.filter(selected, account__kind=LedgerAccount.Kind.CUSTOMER)
         .exclude(transaction__kind=Kind.CREDIT_NOTE)
@@ -387,9 +399,8 @@ def taxable_charges(selected: Q) -> dict[int, Decimal]:
     )
     totals: dict[int, Decimal] = defaultdict(lambda: ZERO)
     for row in rows:
-        if group_of(row["transaction__kind"], row["transaction__reverses__kind"]) in (
-            TAXABLE_GROUPS
-        ):
+        kind, reversed_kind = row["transaction__kind"], row["transaction__reverses__kind"]
+        if group_of(kind, reversed_kind) in TAXABLE_GROUPS or is_discount(kind, reversed_kind):
             totals[row["transaction__company_id"]] -= row["total"]
     return totals
 

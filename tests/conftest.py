@@ -34,3 +34,13 @@ def _fresh_tariff_cache():
 
     rating._cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Each test starts in the default language: a request with ``Accept-Language: ja``
+    activates Japanese for the thread, and it would otherwise outlast the test."""
+    from django.utils import translation
+
+    yield
+    translation.deactivate()

@@ -37,7 +37,7 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Sum
-from django.utils import timezone
+from django.utils import timezone, translation
 from djmoney.money import Money
 
 from accounts.models import Company, CompanyBlock, CompanyModeChange
@@ -557,11 +557,13 @@ def _post_tax_before_prepaid(book: _CompanyBook, actor) -> Decimal:
     counter = book.system_accounts({TAX_ACCOUNT})["tax"]
     customer, _shortfall = book.debit(tax)  # postpaid: no shortfall
     rate = f"{(company.tax_rate * 100).normalize():f}"
+    with translation.override("en"):  # the ledger's English record, whoever asked
+        taxable_text = str(book.money(taxable))
     book.add_transaction(
         kind=Kind.ADJUSTMENT,
         idempotency_key=f"mode-switch-tax:{company.pk}:{book.now.isoformat()}",
         fingerprint=_fingerprint(op="mode-switch-tax", company=company.pk, tax=tax),
-        description=f"Tax {rate}% on {book.money(taxable)} of charges not yet invoiced, "
+        description=f"Tax {rate}% on {taxable_text} of charges not yet invoiced, "
         "at the switch to prepaid",
         actor=actor,
         metadata={

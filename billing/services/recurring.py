@@ -27,7 +27,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 from djmoney.money import Money
 
@@ -137,6 +137,15 @@ def _due_by_company(
 ) -> dict[int, list[DueCharge]]:
     """``recurring_due`` for many companies (each with its own ``as_of``), in one query per
     kind of item for all of them (and one for the seats)."""
+    # The descriptions are the ledger's English record, whatever language the caller runs
+    # in (a plan ordered in the portal runs in the customer's): "¥500", never "￥500".
+    with translation.override("en"):
+        return _due_in_english(companies, as_of)
+
+
+def _due_in_english(
+    companies: list[Company], as_of: dict[int, datetime]
+) -> dict[int, list[DueCharge]]:
     by_id = {company.pk: company for company in companies}
     due: dict[int, list[DueCharge]] = {company.pk: [] for company in companies}
     if not companies:

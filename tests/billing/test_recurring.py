@@ -146,6 +146,21 @@ def test_seat_fee_counts_active_subaccounts_at_the_charge_instant(postpaid):
     assert charge.description.startswith("Seats: 3 × ¥500")
 
 
+def test_charge_descriptions_are_the_ledgers_english_whatever_language_is_active(postpaid):
+    from django.utils import translation
+
+    at = datetime(2026, 11, 1, tzinfo=TOKYO)
+    SubaccountFactory(company=postpaid, created_at=at - timedelta(days=10))
+    recurring.SeatFee.objects.create(
+        company=postpaid, price_per_seat=jpy(500), started_at=at, next_charge_at=at
+    )
+    with translation.override("ja"):  # e.g. charged from a portal request
+        recurring.recurring_charge_company(company=postpaid, as_of=at)
+    charge = RecurringCharge.objects.get(company=postpaid)
+    assert charge.description == "Seats: 1 × ¥500, 2026-11-01 – 2026-11-30"
+    assert charge.transaction.description == charge.description
+
+
 def test_ending_a_subscription_and_releasing_a_did_stop_future_charges(postpaid):
     start = datetime(2026, 1, 10, tzinfo=TOKYO)
     sub = recurring.subscription_order(

@@ -224,3 +224,31 @@ def test_a_reversed_grant_is_not_taxed():
     assert (may.credits_applied, may.adjustments) == (Money(0, "JPY"), Money(0, "JPY"))
     assert (may.taxable, may.tax) == (Money(1000, "JPY"), Money(100, "JPY"))
     assert open_total(company) == owed(company) == 2200
+
+
+def test_credit_granted_in_the_period_is_taken_off_before_tax_and_bought_credit_is_not():
+    company = postpaid_company()
+    fee(company, "1000", at=datetime(2026, 4, 2, tzinfo=TOKYO))
+    credits_grant(
+        company=company,
+        amount=Money(300, "JPY"),
+        source="grant",
+        idempotency_key="promotion",
+        description="Promotional credit",
+        now=datetime(2026, 4, 3, tzinfo=TOKYO),
+    )
+    credits_grant(
+        company=company,
+        amount=Money(200, "JPY"),
+        source="purchase",
+        idempotency_key="bought",
+        description="Credit purchase",
+        now=datetime(2026, 4, 4, tzinfo=TOKYO),
+    )
+    april = close(company, 4, datetime(2026, 5, 1, 1, tzinfo=TOKYO))
+
+    assert april.credits_applied == Money(500, "JPY")
+    assert (april.taxable, april.tax) == (Money(700, "JPY"), Money(70, "JPY"))
+    assert april.closing_balance == Money(1000 - 500 + 70, "JPY")
+    assert open_total(company) == owed(company) == 570
+    assert reconcile().ok
