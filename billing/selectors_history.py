@@ -6,7 +6,8 @@ The ledger keeps one description per transaction, written in English when it was
 transaction points at, where it knows the words: a recurring fee from its charge, usage
 from its metadata, an expiry from its lot, a payment from its receipt, tax from its label.
 Anything else (a reason staff typed, a voucher's description) is shown as it was written.
-A page of lines costs at most three more queries, whatever its length.
+A page of lines costs at most five more queries (one per kind that needs one), whatever
+its length.
 """
 
 import re
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from django.apps import apps
+from django.db.models import Q
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from djmoney.money import Money
@@ -42,6 +44,7 @@ def history_descriptions(
     found.update(_fees(fees, company))
     found.update(_expiries(by_kind.get(Kind.EXPIRY, []), company))
     found.update(_payments(by_kind.get(Kind.PAYMENT, [])))
+    found.update(_credit_notes(by_kind.get(Kind.CREDIT_NOTE, [])))
     for transaction in by_kind.get(Kind.USAGE, []):
         found[transaction.pk] = _usage(transaction, company)
     for transaction in by_kind.get(Kind.ADJUSTMENT, []):
@@ -119,6 +122,25 @@ def _payments(transactions: list[LedgerTransaction]) -> dict[int, str]:
         % {"method": payment.Method(method).label, "number": number}
         for transaction_id, number, method in rows
     }
+
+
+def _credit_notes(transactions: list[LedgerTransaction]) -> dict[int, str]:
+    """A credit note's two transactions: its net credit and the tax in it."""
+    if not transactions:
+        return {}
+    credit_note = apps.get_model("invoicing", "CreditNote")
+    ids = [transaction.pk for transaction in transactions]
+    found = {}
+    for net_id, tax_id, number, reason in credit_note.objects.filter(
+        Q(transaction_id__in=ids) | Q(tax_transaction_id__in=ids)
+    ).values_list("transaction_id", "tax_transaction_id", "number", "reason"):
+        found[net_id] = _("Credit note %(number)s: %(reason)s") % {
+            "number": number,
+            "reason": reason,
+        }
+        if tax_id is not None:
+            found[tax_id] = _("Tax in credit note %(number)s") % {"number": number}
+    return found
 
 
 def _usage(transaction: LedgerTransaction, company: Company) -> str:

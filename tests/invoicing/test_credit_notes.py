@@ -384,3 +384,17 @@ def test_staff_open_a_credit_notes_pdf_from_the_admin(admin_client):
     text = _pdf_text(response.content)
     # Prepaid: the credit is whole, no tax line, all of it credit on the account.
     assert note.number in text and "Tax (" not in text and "credit on your account" in text
+
+
+def test_the_credit_history_names_a_credit_note_by_its_number_in_the_readers_language(client):
+    company, [april] = invoiced_months((4, "1000"))
+    note = credit_note_issue(
+        company=company, amount=Money(330, "JPY"), reason="Doubled DID charge", actor=None,
+        now=datetime(2026, 5, 20, tzinfo=ZoneInfo("Asia/Tokyo")),
+    )  # fmt: skip
+    client.force_login(MembershipFactory(company=company).user)
+    english = client.get(reverse("portal:credits")).text
+    japanese = client.get(reverse("portal:credits"), headers={"accept-language": "ja"}).text
+    assert f"Credit note {note.number}: Doubled DID charge" in english
+    assert f"Tax in credit note {note.number}" in english
+    assert f"クレジットノート {note.number}：Doubled DID charge" in japanese
