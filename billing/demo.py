@@ -6,6 +6,7 @@ so running the seed again (even days later) adds nothing.
 """
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -162,8 +163,12 @@ def _day_events(company: Company, day: datetime, seats: list[str]) -> list[Usage
     return events
 
 
-def seed_billing(now: datetime) -> str:
-    """Seed tariffs, plans, credits and usage; returns the demo API key."""
+def seed_billing(now: datetime, midday: Callable[[datetime], None] | None = None) -> str:
+    """Seed tariffs, plans, credits and usage; returns the demo API key.
+
+    ``midday(at)`` is called each simulated day before its usage is charged, so that a
+    caller can post what happened by then (statements, payments) in the order it
+    happened: a company's balance after each transaction follows its history."""
     jpy = _tariff("Standard JPY", "JPY", JPY_RATES)
     usd = _tariff("Standard USD", "USD", USD_RATES)
     business = _plan(
@@ -251,6 +256,9 @@ def seed_billing(now: datetime) -> str:
                     now=day,
                 )
             ledger.credits_expire(company=company, now=day)
+        if midday is not None:
+            midday(day + timedelta(hours=12))
+        for code, company in companies.items():
             events = _day_events(company, day + timedelta(hours=1), seats[code])
             usage_ingest(api_key=key, events=events, now=day + timedelta(hours=12))
             recurring.recurring_charge_company(

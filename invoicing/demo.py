@@ -11,7 +11,7 @@ payments of its month, the Payment history has receipts and no demo company is o
 The postpaid demo company also has one credit note, on its latest invoice.
 """
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from djmoney.money import Money
 
@@ -28,8 +28,11 @@ from .selectors import open_amounts
 DEMO_COMPANIES = ("acme-prepaid", "kumo-postpaid", "globex-usd")
 
 
-def seed_statements(now: datetime) -> int:
-    """Close the demo's ended months, oldest first; returns the statements issued now."""
+def seed_statements(now: datetime, until: datetime | None = None) -> int:
+    """Close the demo's ended months, oldest first, and pay what was due; returns the
+    statements issued now. With ``until`` (a moment of the simulated past, as
+    ``billing.demo.seed_billing`` passes each day), only what happened by then."""
+    until = min(until or now, now)
     start = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
     Company.objects.filter(account_code__in=DEMO_COMPANIES, created_at__gt=start).update(
         created_at=start
@@ -41,16 +44,19 @@ def seed_statements(now: datetime) -> int:
         # Issued as the hourly run would have: early on the 2nd in UTC, when the month has
         # ended in every time zone (UTC-12 ends it at noon on the 1st), not all today.
         issued_at = min(now, datetime(*following, 2, 9, tzinfo=UTC))
-        seed_payments(now=now, received_before=issued_at.date())
+        if issued_at > until:
+            break
+        seed_payments(now=issued_at)
         issued += period_close(year=year, month=month, now=issued_at).issued
         year, month = following
+    seed_payments(now=until)
     return issued
 
 
-def seed_payments(now: datetime, received_before: date | None = None) -> int:
-    """Pay every demo invoice whose due date has passed, three days before it, recorded on
-    that day (only those received before ``received_before``, when given). Idempotent: paid
-    ones are not open any more. Returns the payments recorded now."""
+def seed_payments(now: datetime) -> int:
+    """Pay every demo invoice three days before its due date, recorded on that day at 10:00,
+    once that moment has passed. Idempotent: paid ones are not open any more. Returns the
+    payments recorded now."""
     overdue = Statement.objects.filter(
         company__account_code__in=DEMO_COMPANIES,
         kind=Statement.Kind.INVOICE,
@@ -59,20 +65,19 @@ def seed_payments(now: datetime, received_before: date | None = None) -> int:
     open_amount = open_amounts(overdue)
     recorded = 0
     for invoice in overdue.order_by("company_id", "period_start"):
-        today = now.astimezone(invoice.company.tzinfo).date()
-        if invoice.due_date is None or invoice.due_date >= today:
+        if invoice.due_date is None:
             continue
         received_on = invoice.due_date - timedelta(days=3)
-        if received_before is not None and received_on >= received_before:
-            continue
         recorded_at = datetime.combine(received_on, time(10), tzinfo=invoice.company.tzinfo)
+        if recorded_at > now:
+            continue
         payment_record(
             company=invoice.company,
             amount=Money(open_amount[invoice.pk], invoice.currency),
             received_on=received_on,
             reference=f"Bank transfer for {invoice.number}",
             allocations=[(invoice, None)],
-            now=min(recorded_at, now),
+            now=recorded_at,
         )
         recorded += 1
     return recorded

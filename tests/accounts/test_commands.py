@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -6,6 +8,7 @@ from django_celery_beat.models import PeriodicTask
 from accounts.models import BillingContact, Company, Membership, Subaccount
 from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
+from billing.selectors import company_transactions
 from config.schedules import PERIODIC_TASKS
 from invoicing.models import CreditNote, Payment, Statement
 
@@ -75,6 +78,12 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
     note = CreditNote.objects.get(company__account_code="kumo-postpaid")
     assert note.allocations.get().statement == note.statement
     assert reconcile().ok
+    # History was posted in the order it happened: in each company's credit history, newest
+    # first, every balance after is the one below it plus the row's amount.
+    for company in Company.objects.filter(account_code__in=modes):
+        rows = list(company_transactions(company))
+        for newer, older in itertools.pairwise(rows):
+            assert older.balance_after.amount + newer.amount == newer.balance_after.amount
     output = capsys.readouterr().out
     assert "operator" in output and "alice" in output and "tollgate-demo" in output
 

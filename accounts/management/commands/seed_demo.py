@@ -15,7 +15,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             logins = seed_accounts()
             now = timezone.now()
-            api_key = seed_billing(now=now)
+            api_key = seed_billing(now=now, midday=lambda at: seed_statements(now=now, until=at))
             credit_code = seed_vouchers(now=now)
             seed_statements(now=now)
             seed_payments(now=now)
