@@ -5,9 +5,10 @@ The demo companies are created when the seed runs, but their usage and fees go b
 ``billing.demo.DAYS`` days; they are dated as customers since then, or no month before
 today would be theirs to close. Closing is idempotent, so running the seed again adds
 nothing. Each month is issued on the 2nd of the next, as the hourly run would have, and
-the invoices already past their due date are paid by bank transfer three days before it,
-recorded on that day, before the next month is closed: so each statement shows the
-payments of its month, the Payment history has receipts and no demo company is overdue.
+each invoice is paid by bank transfer three days before its due date, recorded on that day:
+so each statement shows the payments of its month, the Payment history has receipts and no
+demo company is overdue. ``seed_demo`` runs this as the simulated days pass
+(``billing.demo.seed_billing``'s ``midday``), so the ledger holds it in the order it happened.
 The postpaid demo company also has one credit note, on its latest invoice.
 """
 
