@@ -196,6 +196,8 @@ class Subaccount(LoadedWithoutInit, models.Model):
                 condition=Q(is_active=True) | Q(deactivated_at__isnull=False),
             ),
         ]
+        # Usage events name their subaccount exactly as it was created.
+        indexes = [models.Index(fields=["company", "code"], name="subaccount_company_code")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"
