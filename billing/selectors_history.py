@@ -60,11 +60,18 @@ def _local(at: str | datetime, company: Company) -> str:
 
 
 def _fees(transactions: list[LedgerTransaction], company: Company) -> dict[int, str]:
-    if not transactions:
+    wording = recurring_fee_wording({transaction.pk: company for transaction in transactions})
+    return {pk: _(pattern) % values for pk, (pattern, values) in wording.items()}
+
+
+def recurring_fee_wording(companies: dict[int, Company]) -> dict[int, tuple[str, dict]]:
+    """For each recurring or one-time fee transaction (``companies``: its company, by the
+    transaction id), the English pattern of its description and the values to fill it
+    with, read from its charge (one query): the caller translates the pattern into the
+    reader's language (``billing.services.recurring.DESCRIPTIONS``)."""
+    if not companies:
         return {}
-    charges = RecurringCharge.objects.filter(
-        transaction_id__in=[transaction.pk for transaction in transactions]
-    ).values_list(
+    charges = RecurringCharge.objects.filter(transaction_id__in=list(companies)).values_list(
         "transaction_id",
         "item",
         "period_start",
@@ -82,11 +89,11 @@ def _fees(transactions: list[LedgerTransaction], company: Company) -> dict[int, 
             "plan": plan,
             "number": number,
             "name": fee,
-            "period": period_label(start, end, company),
+            "period": period_label(start, end, companies[transaction_id]),
         }
         if item == RecurringCharge.Item.SEATS:
             values.update(count=int(seats), price=Money(price, currency))
-        found[transaction_id] = _(DESCRIPTIONS[item]) % values
+        found[transaction_id] = (DESCRIPTIONS[item], values)
     return found
 
 

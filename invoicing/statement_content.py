@@ -22,11 +22,10 @@ from billing.models import (
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
-    RecurringCharge,
     UsageRecord,
 )
+from billing.selectors_history import recurring_fee_wording
 from billing.services import ledger
-from billing.services.recurring import DESCRIPTIONS, period_label
 from vouchers.models import InvoiceCredit
 
 from .exceptions import InvoicingError
@@ -347,28 +346,11 @@ def describe_base_fees(drafts: list[StatementDraft]) -> None:
         for line in draft.lines
         if line.group == Group.BASE_FEE and line.transaction_id is not None
     }
-    if not lines:
-        return
-    charges = RecurringCharge.objects.filter(transaction_id__in=list(lines)).values_list(
-        "transaction_id",
-        "item",
-        "period_start",
-        "period_end",
-        "quantity",
-        "subscription__plan__name",
-        "phone_number__number",
-        "seat_fee__price_per_seat",
-        "seat_fee__price_per_seat_currency",
-        "service_fee__name",
-    )
-    for transaction_id, item, start, end, seats, plan, number, price, currency, fee in charges:
+    wording = recurring_fee_wording({pk: draft.company for pk, (draft, _line) in lines.items()})
+    for transaction_id, (pattern, values) in wording.items():
         draft, line = lines[transaction_id]
-        period = period_label(start, end, draft.company)
-        values = {"plan": plan, "number": number, "name": fee, "period": period}
-        if item == RecurringCharge.Item.SEATS:
-            values.update(count=int(seats), price=Money(price, currency))
         with translation.override(draft.company.language or "en"):
-            line.description = (gettext(DESCRIPTIONS[item]) % values)[:500]
+            line.description = (gettext(pattern) % values)[:500]
 
 
 def usage_window_start(start: datetime, previous: Statement | None) -> datetime:
