@@ -402,15 +402,18 @@ def read_taxed_elsewhere(drafts: list[StatementDraft]) -> None:
     """Postpaid: the period's charges made before the company last became postpaid, which
     its invoice does not tax. They were made while prepaid, whose prices include tax, or
     while postpaid before a switch to prepaid, which taxed them then
-    (``untaxed_postpaid_charges``). One query, and one per company that switched in or
-    after the period (rare)."""
+    (``untaxed_postpaid_charges``). One query, and one per company that switched since the
+    previous period began (rare)."""
     postpaid = [draft for draft in drafts if draft.postpaid]
     if not postpaid:
         return
     changes = latest_mode_changes([draft.company.pk for draft in postpaid])
     for draft in postpaid:
         changed_at = changes.get(draft.company.pk)
-        if changed_at is None or changed_at <= draft.start:
+        # A statement covers its period and what was posted late for the one before (an
+        # expiry after midnight): a switch before both has nothing of them to leave out.
+        since = draft.previous.period_start if draft.previous is not None else draft.start
+        if changed_at is None or changed_at <= since:
             continue
         before = covered_q([draft]) & Q(transaction__effective_at__lt=changed_at)
         draft.taxed_elsewhere = taxable_charges(before).get(draft.company.pk, ZERO)

@@ -157,3 +157,18 @@ def test_the_company_admin_page_lists_its_mode_changes(admin_client):
     page = admin_client.get(reverse("admin:accounts_company_change", args=[customer.pk]))
     assert page.status_code == 200
     assert "Mode changes" in page.text and "Postpaid: Contract" in page.text
+
+
+def test_a_switch_after_the_month_ended_but_before_its_close_leaves_that_month_untaxed():
+    customer = company(Company.Mode.PREPAID)
+    grant(customer, "5000", at=tokyo(2, 20))
+    usage(customer, "1000", at=tokyo(3, 10), service="api", quantity=100)
+    switch(customer, Company.Mode.POSTPAID, tokyo(4, 1, 3))  # March is over, not yet closed
+    fee(customer, "2000", at=tokyo(4, 2))
+    march = statement_issue(company=customer, year=2026, month=3, now=tokyo(4, 2, 9))
+    april = statement_issue(company=customer, year=2026, month=4, now=AFTER_ALL)
+
+    assert march.is_invoice and (march.taxable, march.tax) == (jpy(0), jpy(0))
+    assert (april.taxable, april.tax) == (jpy(2000), jpy(200))
+    assert summary_adds_up(march) and summary_adds_up(april)
+    assert reconcile(now=AFTER_ALL).ok
