@@ -398,3 +398,27 @@ def test_the_credit_history_names_a_credit_note_by_its_number_in_the_readers_lan
     assert f"Credit note {note.number}: Doubled DID charge" in english
     assert f"Tax in credit note {note.number}" in english
     assert f"クレジットノート {note.number}：Doubled DID charge" in japanese
+
+
+def test_the_credit_history_costs_the_same_queries_with_one_or_many_described_rows(
+    client, django_assert_num_queries
+):
+    company, [april] = invoiced_months((4, "1000"))
+    client.force_login(MembershipFactory(company=company).user)
+    tokyo = ZoneInfo("Asia/Tokyo")
+
+    def add_rows(count, day):
+        for n in range(count):
+            at = datetime(2026, 5, day, n, tzinfo=tokyo)
+            fee(company, "10", at=at)
+            credit_note_issue(
+                company=company, amount=Money(5, "JPY"), reason="Sorry", actor=None, now=at
+            )
+
+    add_rows(1, 10)
+    with CaptureQueriesContext(connection) as first:
+        client.get(reverse("portal:credits"))
+    add_rows(8, 11)
+    with django_assert_num_queries(len(first.captured_queries)):
+        page = client.get(reverse("portal:credits"))
+    assert page.text.count("Credit note CN-") == 9
