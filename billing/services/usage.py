@@ -4,9 +4,12 @@ Guarantees of ``usage_ingest``:
 
 - Each event id is handled once per API key, whatever its outcome: a replay (also a
   concurrent one) answers ``duplicate`` with the first result, its charge or its error.
-- Events are handled in the order given, in one database transaction per group of
-  companies (``_chunks``): the group's company rows are locked in id order
-  (so concurrent calls never wait in a cycle), then their credit lots; their bundle
+- Each company's events are handled in the order given, in one database transaction per
+  group of companies (``_chunks``). A group first takes, without waiting, the rows of its
+  companies no other transaction holds (``SKIP LOCKED``) and charges those; the companies
+  another call holds are charged at the end of the call, in groups whose rows are locked in
+  id order, waiting (so concurrent calls never wait in a cycle: a lock not waited for
+  closes none). Then their credit lots are read; their bundle
   counters need no lock of their own (only this service writes them, under the company
   lock). Every table is read and written with one statement for the whole group. A call cut
   off between groups has charged whole companies; its replay charges the rest. A prepaid
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from djmoney.money import Money
 
@@ -138,8 +141,16 @@ def usage_ingest(
         plans=_Plans(plans),
     )
     outcomes: dict[int, UsageOutcome] = {}
+    # First the companies no concurrent call holds (their locks taken without waiting); the
+    # rest, the busiest mostly, once this call has done everything else, waiting for them.
+    busy: list[_Planned] = []
     for chunk in _chunks(plans):
-        outcomes.update(_ingest_planned(call, chunk))
+        done, deferred = _ingest_planned(call, chunk, skip_locked=True)
+        outcomes.update(done)
+        busy += deferred
+    for chunk in _chunks(busy) if busy else []:
+        done, _ = _ingest_planned(call, chunk)
+        outcomes.update(done)
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
@@ -217,8 +228,13 @@ class _Call:
     revenue_accounts: dict = field(default_factory=dict)  # found so far, by currency
 
 
-def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:
+def _ingest_planned(
+    call: _Call, plans: list[_Planned], *, skip_locked: bool = False
+) -> tuple[dict[int, UsageOutcome], list[_Planned]]:
     """One group's events in ONE database transaction, under its companies' row locks.
+    Returns their outcomes, and the events left for later: with ``skip_locked``, those of
+    the companies whose rows another transaction holds (taken whole: a company's events
+    stay in order, and the lock that is not waited for can close no cycle).
 
     ``call.existing`` (the ids recorded before) was read before the locks, and a concurrent
     call may record one of the same ids between that read and our insert (a replay of the
@@ -229,7 +245,8 @@ def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcom
     for attempt in range(len(plans) + 1):
         try:
             with transaction.atomic():
-                return _ingest_locked(call, plans)
+                now_plans, deferred = _free_companies(plans) if skip_locked else (plans, [])
+                return (_ingest_locked(call, now_plans) if now_plans else {}), deferred
         except IntegrityError:
             if attempt == len(plans):
                 raise
@@ -239,6 +256,26 @@ def _ingest_planned(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcom
             )
             call.revenue_accounts.clear()  # one created in the rolled-back transaction is gone
     raise AssertionError("unreachable")
+
+
+def _free_companies(plans: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]:
+    """Lock, without waiting, the rows of the group's companies that no other transaction
+    holds (``SKIP LOCKED``); the events of those and the refused ones, then the others."""
+    wanted = {planned.company.id for planned in plans if planned.error is None}
+    if not wanted or connection.vendor != "postgresql":
+        return plans, []
+    free = set(
+        Company.objects.select_for_update(skip_locked=True)
+        .filter(pk__any=sorted(wanted))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if len(free) == len(wanted):
+        return plans, []
+    now, later = [], []
+    for planned in plans:
+        (later if planned.error is None and planned.company.id not in free else now).append(planned)
+    return now, later
 
 
 def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:

@@ -242,3 +242,66 @@ def test_overlapping_event_ids_for_sixteen_companies_at_once_are_each_charged_on
             1 if mine else 0
         )
     assert_books_reconcile()
+
+
+def test_a_call_charges_the_companies_it_can_lock_first_and_waits_for_a_busy_one_last(tariff):
+    """Another transaction holds company A's row (a concurrent call, a staff action): the
+    call charges B without waiting, then waits for A and charges its events in order."""
+    import time
+
+    from django.db import transaction
+
+    from billing.services.usage import UsageEvent, usage_ingest
+
+    key, _raw = api_key()
+    busy = CompanyFactory(account_code="busy", tariff=tariff)
+    free = CompanyFactory(account_code="free", tariff=tariff)
+    for company in (busy, free):
+        grant(company, 1000, now=NOW - timedelta(days=1))
+    holding, release = threading.Event(), threading.Event()
+    results: dict[str, list] = {}
+
+    def hold_busy():
+        try:
+            with transaction.atomic():
+                Company.objects.select_for_update().get(pk=busy.pk)
+                holding.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def ingest():
+        try:
+            events = [
+                UsageEvent(
+                    id=f"{account}-{n}", account=account, subaccount=None, service="sms",
+                    destination="+819012345678", quantity=Decimal(10), occurred_at=NOW,
+                )
+                for account in ("busy", "free") for n in range(2)
+            ]  # fmt: skip
+            results["outcomes"] = usage_ingest(api_key=key, events=events, now=NOW)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_busy)
+    holder.start()
+    assert holding.wait(timeout=10)
+    caller = threading.Thread(target=ingest)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.filter(company=free).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    charged_while_busy_was_held = set(UsageRecord.objects.values_list("event_id", flat=True))
+    release.set()
+    holder.join(timeout=10)
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "the call is stuck"
+
+    assert charged_while_busy_was_held == {"free-0", "free-1"}
+    outcomes = results["outcomes"]
+    assert [outcome.status for outcome in outcomes] == ["charged"] * 4
+    assert [outcome.balance_amount for outcome in outcomes] == [
+        Decimal(970), Decimal(940), Decimal(970), Decimal(940)
+    ]  # fmt: skip
+    assert_each_id_charged_once(key)
+    assert_books_reconcile()

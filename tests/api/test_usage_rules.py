@@ -696,9 +696,9 @@ def test_a_busy_company_makes_a_group_of_its_own_and_quiet_ones_share_one(
     groups = []
     real = usage._ingest_planned
 
-    def record_groups(call, plans):
+    def record_groups(call, plans, **options):
         groups.append([planned.event.id for planned in plans])
-        return real(call, plans)
+        return real(call, plans, **options)
 
     monkeypatch.setattr(usage, "_ingest_planned", record_groups)
     # The busy company's events come last and between the others': grouping keeps each
