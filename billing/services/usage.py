@@ -33,6 +33,7 @@ from django.utils import timezone
 from djmoney.money import Money
 
 from accounts.models import Company, Subaccount
+from accounts.services import lock_companies
 
 from ..bulk import insert_rows, rows_by_key, update_column
 from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
@@ -245,7 +246,7 @@ def _ingest_planned(
     for attempt in range(len(plans) + 1):
         try:
             with transaction.atomic():
-                now_plans, deferred = _free_companies(plans) if skip_locked else (plans, [])
+                now_plans, deferred = _lock_companies(plans, skip_locked=skip_locked)
                 return (_ingest_locked(call, now_plans) if now_plans else {}), deferred
         except IntegrityError:
             if attempt == len(plans):
@@ -258,15 +259,26 @@ def _ingest_planned(
     raise AssertionError("unreachable")
 
 
-def _free_companies(plans: list[_Planned]) -> tuple[list[_Planned], list[_Planned]]:
-    """Lock, without waiting, the rows of the group's companies that no other transaction
-    holds (``SKIP LOCKED``); the events of those and the refused ones, then the others."""
-    wanted = {planned.company.id for planned in plans if planned.error is None}
+def _lock_companies(
+    plans: list[_Planned], *, skip_locked: bool
+) -> tuple[list[_Planned], list[_Planned]]:
+    """Lock the rows of every company the group's events name, refused events' included:
+    their records reference the company, and the foreign key's check (``FOR KEY SHARE``)
+    would wait on a row another call holds while that call waits on one of our records.
+
+    With ``skip_locked``, only the rows no other transaction holds, without waiting
+    (``SKIP LOCKED``); the events of the others are returned to be charged later. Without
+    it, all of them, in id order, waiting. Returns the events to charge now and those left.
+    """
+    wanted = sorted({planned.company.id for planned in plans if planned.company is not None})
     if not wanted or connection.vendor != "postgresql":
+        return plans, []
+    if not skip_locked:
+        lock_companies(wanted)
         return plans, []
     free = set(
         Company.objects.select_for_update(skip_locked=True)
-        .filter(pk__any=sorted(wanted))
+        .filter(pk__any=wanted)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
@@ -274,7 +286,8 @@ def _free_companies(plans: list[_Planned]) -> tuple[list[_Planned], list[_Planne
         return plans, []
     now, later = [], []
     for planned in plans:
-        (later if planned.error is None and planned.company.id not in free else now).append(planned)
+        held = planned.company is not None and planned.company.id not in free
+        (later if held else now).append(planned)
     return now, later
 
 
