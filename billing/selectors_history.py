@@ -6,7 +6,7 @@ The ledger keeps one description per transaction, written in English when it was
 transaction points at, where it knows the words: a recurring fee from its charge, usage
 from its metadata, an expiry from its lot, a payment from its receipt, tax from its label.
 Anything else (a reason staff typed, a voucher's description) is shown as it was written.
-A page of lines costs at most five more queries (one per kind that needs one), whatever
+A page of lines costs at most four more queries (one per kind that needs one), whatever
 its length.
 """
 
