@@ -4,7 +4,8 @@ company's billing time zone.
 The ledger keeps one description per transaction, written in English when it was posted
 (its audit record: it never changes). The portal writes the line again from what the
 transaction points at, where it knows the words: a recurring fee from its charge, usage
-from its metadata, an expiry from its lot, a payment from its receipt, tax from its label.
+from its metadata, an expiry from its lot, a payment (or its reversal) from its receipt,
+a credit note by its number, tax from its label.
 Anything else (a reason staff typed, a voucher's description) is shown as it was written.
 A page of lines costs at most four more queries (one per kind that needs one), whatever
 its length.
@@ -14,7 +15,6 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.apps import apps
 from django.db.models import Q
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -43,7 +43,7 @@ def history_descriptions(
     fees = by_kind.get(Kind.RECURRING_FEE, []) + by_kind.get(Kind.ONE_TIME_FEE, [])
     found.update(_fees(fees, company))
     found.update(_expiries(by_kind.get(Kind.EXPIRY, []), company))
-    found.update(_payments(by_kind.get(Kind.PAYMENT, [])))
+    found.update(_payments(by_kind.get(Kind.PAYMENT, []) + by_kind.get(Kind.REVERSAL, [])))
     found.update(_credit_notes(by_kind.get(Kind.CREDIT_NOTE, [])))
     for transaction in by_kind.get(Kind.USAGE, []):
         found[transaction.pk] = _usage(transaction, company)
@@ -118,27 +118,24 @@ def _expiries(transactions: list[LedgerTransaction], company: Company) -> dict[i
 
 
 def _payments(transactions: list[LedgerTransaction]) -> dict[int, str]:
+    """Payments and their reversals, by receipt number."""
     if not transactions:
         return {}
-    payment = apps.get_model("invoicing", "Payment")  # invoicing builds on billing
-    rows = payment.objects.filter(
-        transaction_id__in=[transaction.pk for transaction in transactions]
-    ).values_list("transaction_id", "receipt_number", "method")
-    return {
-        transaction_id: _("Payment received (%(method)s), receipt %(number)s")
-        % {"method": payment.Method(method).label, "number": number}
-        for transaction_id, number, method in rows
-    }
+    # invoicing builds on billing: it knows its payments and how to name them.
+    from invoicing.selectors import payment_descriptions
+
+    return payment_descriptions(transaction.pk for transaction in transactions)
 
 
 def _credit_notes(transactions: list[LedgerTransaction]) -> dict[int, str]:
     """A credit note's two transactions: its net credit and the tax in it."""
     if not transactions:
         return {}
-    credit_note = apps.get_model("invoicing", "CreditNote")
+    from invoicing.models import CreditNote  # invoicing builds on billing
+
     ids = [transaction.pk for transaction in transactions]
     found = {}
-    for net_id, tax_id, number, reason in credit_note.objects.filter(
+    for net_id, tax_id, number, reason in CreditNote.objects.filter(
         Q(transaction_id__in=ids) | Q(tax_transaction_id__in=ids)
     ).values_list("transaction_id", "tax_transaction_id", "number", "reason"):
         found[net_id] = _("Credit note %(number)s: %(reason)s") % {

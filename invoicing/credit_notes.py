@@ -81,7 +81,7 @@ def credit_note_issue(
             ledger.StatementEntry(
                 amount=tax,
                 kind=Kind.CREDIT_NOTE,
-                counter=(LedgerAccount.Kind.TAX, "tax"),
+                counter=ledger.TAX_ACCOUNT,
                 idempotency_key=f"{key}:tax",
                 description=f"Tax {(company.tax_rate * 100).normalize():f}% in the credit note",
                 actor=actor,

@@ -85,18 +85,14 @@ class DocumentSection:
 
 
 def line_description(
-    line: StatementLine, statement: Statement, payments: dict[int, tuple] | None = None
+    line: StatementLine, statement: Statement, payments: dict[int, str] | None = None
 ) -> str:
     """What a line says, in the reader's language where the statement knows the words: the
     service of usage, expiry, tax (its rate and base are on the statement; the ledger
     keeps the English label), and a payment or its reversal (``payments``: by the line's
-    transaction, from ``payments_of_lines``)."""
+    transaction, from ``payment_descriptions``)."""
     if line.group == Group.PAYMENT and payments and line.transaction_id in payments:
-        number, method, reversal = payments[line.transaction_id]
-        values = {"number": number, "method": Payment.Method(method).label}
-        if reversal:
-            return _("Payment %(number)s reversed (%(method)s)") % values
-        return _("Payment received (%(method)s), receipt %(number)s") % values
+        return payments[line.transaction_id]
     if line.group == Group.USAGE:
         return service_label(line.service)
     if line.group == Group.EXPIRY:
@@ -132,20 +128,22 @@ def section_title(group: str, statement: Statement) -> str:
     return titles[group]
 
 
-def payments_of_lines(lines: list[StatementLine]) -> dict[int, tuple]:
-    """The payments behind payment lines, by the line's transaction: (receipt number, method,
-    whether the line is its reversal). One query, none without payment lines."""
-    ids = [line.transaction_id for line in lines if line.group == Group.PAYMENT]
-    if not any(ids):
+def payment_descriptions(transaction_ids: Iterable[int | None]) -> dict[int, str]:
+    """What a payment's ledger transaction, or its reversal's, says in the reader's language,
+    with the receipt number, by transaction id (for statement lines and the credit history;
+    ids of other transactions are left out). One query, none without ids."""
+    ids = [pk for pk in transaction_ids if pk is not None]
+    if not ids:
         return {}
     found = {}
     rows = Payment.objects.filter(
         Q(transaction_id__in=ids) | Q(transaction__reversed_by__in=ids)
     ).values_list("transaction_id", "transaction__reversed_by", "receipt_number", "method")
     for transaction_id, reversal_id, number, method in rows:
-        found[transaction_id] = (number, method, False)
+        values = {"number": number, "method": Payment.Method(method).label}
+        found[transaction_id] = _("Payment received (%(method)s), receipt %(number)s") % values
         if reversal_id is not None:
-            found[reversal_id] = (number, method, True)
+            found[reversal_id] = _("Payment %(number)s reversed (%(method)s)") % values
     return found
 
 
@@ -155,7 +153,9 @@ def statement_sections(statement: Statement) -> list[DocumentSection]:
     sections: dict[str, list[DocumentLine]] = {}
     totals: dict[str, Decimal] = {}
     lines = list(statement.lines.order_by("sort_order"))
-    payments = payments_of_lines(lines)
+    payments = payment_descriptions(
+        line.transaction_id for line in lines if line.group == Group.PAYMENT
+    )
     for line in lines:
         sections.setdefault(line.group, []).append(
             DocumentLine(

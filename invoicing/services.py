@@ -273,7 +273,7 @@ def _add_tax(draft: StatementDraft) -> None:
         ledger.StatementEntry(
             amount=draft.money(-tax),
             kind=Kind.ADJUSTMENT,
-            counter=(LedgerAccount.Kind.TAX, "tax"),
+            counter=ledger.TAX_ACCOUNT,
             idempotency_key=f"tax:{draft.company.pk}:{draft.start:%Y-%m}",
             description=label,
             effective_at=draft.end - LAST_INSTANT,
@@ -444,7 +444,10 @@ def statement_of_month(company: Company, year: int, month: int) -> Statement:
     candidates = Statement.objects.filter(
         company=company, period_start__gte=floor, period_start__lt=floor + timedelta(days=2)
     )
-    return next(s for s in candidates if s.period_month == (year, month))
+    for statement in candidates:
+        if statement.period_month == (year, month):
+            return statement
+    raise Statement.DoesNotExist(f"{company.account_code} has no statement of {year}-{month:02d}.")
 
 
 def _month_floor(year: int, month: int) -> datetime:

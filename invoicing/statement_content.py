@@ -234,9 +234,15 @@ def covered_q(drafts: Iterable[StatementDraft]) -> Q:
         if last_id is None:
             q &= Q(transaction__effective_at__gte=start)
         else:
-            q &= Q(transaction_id__gt=last_id) | Q(transaction__effective_at__gte=previous_end)
+            q &= not_covered_by(last_id, previous_end)
         covered |= q
     return covered
+
+
+def not_covered_by(last_transaction_id: int, period_end: datetime) -> Q:
+    """Postings a statement (its last transaction id and period end) did not cover: posted
+    after it was issued, or effective after its period."""
+    return Q(transaction_id__gt=last_transaction_id) | Q(transaction__effective_at__gte=period_end)
 
 
 def read_ledger(drafts: list[StatementDraft]) -> None:
@@ -402,21 +408,25 @@ def read_taxed_elsewhere(drafts: list[StatementDraft]) -> None:
     """Postpaid: the period's charges made before the company last became postpaid, which
     its invoice does not tax. They were made while prepaid, whose prices include tax, or
     while postpaid before a switch to prepaid, which taxed them then
-    (``untaxed_postpaid_charges``). One query, and one per company that switched since the
-    previous period began (rare)."""
+    (``untaxed_postpaid_charges``). One query, and one more when a company of the batch
+    switched since its previous period began (rare)."""
     postpaid = [draft for draft in drafts if draft.postpaid]
     if not postpaid:
         return
     changes = latest_mode_changes([draft.company.pk for draft in postpaid])
+    before, switched = Q(), []
     for draft in postpaid:
         changed_at = changes.get(draft.company.pk)
         # A statement covers its period and what was posted late for the one before (an
         # expiry after midnight): a switch before both has nothing of them to leave out.
         since = draft.previous.period_start if draft.previous is not None else draft.start
-        if changed_at is None or changed_at <= since:
-            continue
-        before = covered_q([draft]) & Q(transaction__effective_at__lt=changed_at)
-        draft.taxed_elsewhere = taxable_charges(before).get(draft.company.pk, ZERO)
+        if changed_at is not None and changed_at > since:
+            before |= covered_q([draft]) & Q(transaction__effective_at__lt=changed_at)
+            switched.append(draft)
+    if switched:
+        totals = taxable_charges(before)
+        for draft in switched:
+            draft.taxed_elsewhere = totals.get(draft.company.pk, ZERO)
 
 
 def untaxed_postpaid_charges(company: Company) -> Decimal:
@@ -426,9 +436,7 @@ def untaxed_postpaid_charges(company: Company) -> Decimal:
     selected = Q(transaction__company_id=company.pk)
     previous = latest_statements([company.pk]).get(company.pk)
     if previous is not None:
-        selected &= Q(transaction_id__gt=previous.last_transaction_id) | Q(
-            transaction__effective_at__gte=previous.period_end
-        )
+        selected &= not_covered_by(previous.last_transaction_id, previous.period_end)
     changed_at = latest_mode_changes([company.pk]).get(company.pk)
     if changed_at is not None:
         selected &= Q(transaction__effective_at__gte=changed_at)

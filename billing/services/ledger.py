@@ -1200,11 +1200,17 @@ def _post_charges(
     return results
 
 
-def _open_books(companies: Sequence[Company], now: datetime) -> list[_CompanyBook]:
+def _open_books(
+    companies: Sequence[Company], now: datetime, locked_rows: Sequence[Company] | None = None
+) -> list[_CompanyBook]:
     """One book per company, in the order given, with one query per table for all of them:
-    the company rows locked in id order, their customer accounts (those missing created,
-    as ``_CompanyBook`` would), then their spendable lots."""
-    locked = {company.id: company for company in lock_companies([c.id for c in companies])}
+    the company rows locked in id order (or ``locked_rows``, the rows the caller has locked
+    already in this transaction), their customer accounts (those missing created, as
+    ``_CompanyBook`` would), then their spendable lots."""
+    if locked_rows is None:
+        locked_rows = lock_companies([c.id for c in companies])
+    wanted = {company.id for company in companies}
+    locked = {company.id: company for company in locked_rows if company.id in wanted}
     missing = [company.id for company in companies if company.id not in locked]
     if missing:
         raise Company.DoesNotExist(f"No company with id {missing[0]}.")
@@ -1279,15 +1285,21 @@ class UsageBooks:
     per company, all written by ``post`` in one set of statements.
 
     Opening locks the company rows in id order (so two calls never wait on each other in
-    a cycle), then reads their customer accounts and their spendable lots, one query each
-    for all the companies (``_open_books``).
+    a cycle), unless the caller has locked them (``locked_rows``), then reads their customer
+    accounts and their spendable lots, one query each for all the companies
+    (``_open_books``).
     """
 
-    def __init__(self, companies: Sequence[Company], now: datetime):
+    def __init__(
+        self,
+        companies: Sequence[Company],
+        now: datetime,
+        locked_rows: Sequence[Company] | None = None,
+    ):
         unique = {company.id: company for company in companies}
         self.batches: dict[int, UsageBatch] = {
             book.company.id: UsageBatch(book)
-            for book in _open_books(sorted(unique.values(), key=lambda c: c.id), now)
+            for book in _open_books(sorted(unique.values(), key=lambda c: c.id), now, locked_rows)
         }
 
     def post(

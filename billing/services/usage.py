@@ -246,8 +246,9 @@ def _ingest_planned(
     for attempt in range(len(plans) + 1):
         try:
             with transaction.atomic():
-                now_plans, deferred = _lock_companies(plans, skip_locked=skip_locked)
-                return (_ingest_locked(call, now_plans) if now_plans else {}), deferred
+                locked, now_plans, deferred = _take_company_locks(plans, skip_locked=skip_locked)
+                outcomes = _ingest_locked(call, now_plans, locked) if now_plans else {}
+                return outcomes, deferred
         except IntegrityError:
             if attempt == len(plans):
                 raise
@@ -259,42 +260,43 @@ def _ingest_planned(
     raise AssertionError("unreachable")
 
 
-def _lock_companies(
+def _take_company_locks(
     plans: list[_Planned], *, skip_locked: bool
-) -> tuple[list[_Planned], list[_Planned]]:
+) -> tuple[list[Company] | None, list[_Planned], list[_Planned]]:
     """Lock the rows of every company the group's events name, refused events' included:
     their records reference the company, and the foreign key's check (``FOR KEY SHARE``)
     would wait on a row another call holds while that call waits on one of our records.
 
     With ``skip_locked``, only the rows no other transaction holds, without waiting
     (``SKIP LOCKED``); the events of the others are returned to be charged later. Without
-    it, all of them, in id order, waiting. Returns the events to charge now and those left.
+    it, all of them, in id order, waiting. Returns the rows locked (for the ledger's books,
+    which then need not lock them again; None where nothing locks: not PostgreSQL), the
+    events to charge now and those left.
     """
     wanted = sorted({planned.company.id for planned in plans if planned.company is not None})
     if not wanted or connection.vendor != "postgresql":
-        return plans, []
+        return None, plans, []
     if not skip_locked:
-        lock_companies(wanted)
-        return plans, []
-    free = set(
-        Company.objects.select_for_update(skip_locked=True)
-        .filter(pk__any=wanted)
-        .order_by("pk")
-        .values_list("pk", flat=True)
+        return lock_companies(wanted), plans, []
+    locked = list(
+        Company.objects.select_for_update(skip_locked=True).filter(pk__any=wanted).order_by("pk")
     )
-    if len(free) == len(wanted):
-        return plans, []
+    if len(locked) == len(wanted):
+        return locked, plans, []
+    free = {company.id for company in locked}
     now, later = [], []
     for planned in plans:
         held = planned.company is not None and planned.company.id not in free
         (later if held else now).append(planned)
-    return now, later
+    return locked, now, later
 
 
-def _ingest_locked(call: _Call, plans: list[_Planned]) -> dict[int, UsageOutcome]:
+def _ingest_locked(
+    call: _Call, plans: list[_Planned], locked: list[Company] | None = None
+) -> dict[int, UsageOutcome]:
     api_key_id, now, existing = call.api_key.id, call.now, call.existing
     chargeable = [planned for planned in plans if planned.error is None]
-    books = UsageBooks([planned.company for planned in chargeable], now)
+    books = UsageBooks([planned.company for planned in chargeable], now, locked)
     bundles = _Bundles(
         call.plans, list(books.batches), [planned.event.occurred_at for planned in chargeable]
     )

@@ -735,11 +735,11 @@ def test_a_call_cut_off_between_groups_keeps_whole_companies_and_its_replay_char
     real = usage._ingest_locked
     calls = []
 
-    def crash_on_the_second_group(call, plans):
+    def crash_on_the_second_group(call, plans, *locked):
         calls.append(plans[0].company.account_code)
         if len(calls) == 2:
             raise RuntimeError("worker killed")
-        return real(call, plans)
+        return real(call, plans, *locked)
 
     monkeypatch.setattr(usage, "_ingest_locked", crash_on_the_second_group)
     with pytest.raises(RuntimeError):

@@ -86,3 +86,13 @@ def grant(company, amount, *, at: datetime, days=90):
         expires_at=at + timedelta(days=days),
         now=at,
     ).transaction
+
+
+def summary_adds_up(statement) -> bool:
+    """The statement summary's rows before the closing balance add up to it."""
+    from invoicing.selectors import statement_totals
+
+    rows = [amount.amount for _label, amount in statement_totals(statement)]
+    if statement.is_invoice:  # ... closing balance, total due
+        return sum(rows[:-2]) == rows[-2]
+    return sum(rows[:-1]) == rows[-1]  # ... credit balance

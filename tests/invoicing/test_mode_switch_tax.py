@@ -20,11 +20,10 @@ from billing.reconcile import reconcile
 from billing.selectors import company_balance
 from billing.services import ledger
 from invoicing.payments import payment_record
-from invoicing.selectors import statement_totals
 from invoicing.services import statement_issue
 from tests.factories import CompanyFactory
 
-from .helpers import fee, grant, usage
+from .helpers import fee, grant, summary_adds_up, usage
 
 pytestmark = pytest.mark.django_db
 
@@ -50,13 +49,6 @@ def pay(company, amount, at):
     return payment_record(
         company=company, amount=jpy(amount), received_on=at.date(), reference="BANK", now=at
     )
-
-
-def summary_adds_up(statement) -> bool:
-    rows = [amount.amount for _label, amount in statement_totals(statement)]
-    if statement.is_invoice:
-        return sum(rows[:-2]) == rows[-2]
-    return sum(rows[:-1]) == rows[-1]
 
 
 def company(mode):

@@ -380,3 +380,7 @@ def test_a_reversed_payment_is_not_shown_as_credit_on_its_receipt_or_in_the_hist
     [row] = page.context["rows"]
     assert row.statement is None and row.payment == payment
     assert "Not applied to an invoice" not in page.text
+    # The credit history names both the payment and its reversal by receipt.
+    history = client.get(reverse("portal:credits")).text
+    assert f"Payment received (Bank transfer), receipt {payment.receipt_number}" in history
+    assert f"Payment {payment.receipt_number} reversed (Bank transfer)" in history

@@ -23,7 +23,7 @@ from tests.factories import CompanyFactory, SubaccountFactory
 from tests.factories.rating import PlanFactory
 from vouchers.models import InvoiceCredit
 
-from .helpers import fee, grant, usage
+from .helpers import fee, grant, summary_adds_up, usage
 
 pytestmark = pytest.mark.django_db
 
@@ -370,14 +370,6 @@ def test_a_month_before_one_issued_in_another_time_zone_is_refused():
     with pytest.raises(InvoicingError, match="later month"):
         statement_issue(company=company, year=2026, month=10, now=AFTER_ALL)
     assert Statement.objects.filter(company=company).count() == 1
-
-
-def summary_adds_up(statement: Statement) -> bool:
-    """The summary's rows before the closing balance add up to it."""
-    rows = [amount.amount for _label, amount in statement_totals(statement)]
-    if statement.is_invoice:  # ... closing balance, total due
-        return sum(rows[:-2]) == rows[-2]
-    return sum(rows[:-1]) == rows[-1]  # ... credit balance
 
 
 def test_an_invoice_summary_shows_credit_that_expired_in_the_period():
