@@ -164,3 +164,24 @@ def test_a_switch_after_the_month_ended_but_before_its_close_leaves_that_month_u
     assert (april.taxable, april.tax) == (jpy(2000), jpy(200))
     assert summary_adds_up(march) and summary_adds_up(april)
     assert reconcile(now=AFTER_ALL).ok
+
+
+def test_companies_that_switched_are_each_taxed_right_in_one_batch():
+    from invoicing.services import statements_issue
+
+    customers = [company(Company.Mode.PREPAID) for _ in range(3)]
+    for n, customer in enumerate(customers):
+        grant(customer, "1000", at=tokyo(3, 25))
+        usage(customer, "1000", at=tokyo(4, 3), service="api", quantity=100)
+        switch(customer, Company.Mode.POSTPAID, tokyo(4, 10 + n))
+        fee(customer, str(1000 * (n + 1)), at=tokyo(4, 20))
+    issued = statements_issue(
+        company_ids=[customer.pk for customer in customers], year=2026, month=4, now=AFTER_ALL
+    ).issued
+
+    by_company = {statement.company_id: statement for statement in issued}
+    for n, customer in enumerate(customers):
+        april = by_company[customer.pk]
+        assert (april.taxable, april.tax) == (jpy(1000 * (n + 1)), jpy(100 * (n + 1)))
+        assert summary_adds_up(april)
+    assert reconcile(now=AFTER_ALL).ok
