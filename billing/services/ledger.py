@@ -43,7 +43,7 @@ from djmoney.money import Money
 from accounts.models import Company, CompanyBlock, CompanyModeChange
 from accounts.services import company_block, company_unblock, lock_companies, lock_company
 
-from ..bulk import insert_rows, reserve_ids, unsaved_instance, update_column
+from ..bulk import ReusableQuery, insert_rows, reserve_ids, unsaved_instance, update_column
 from ..exceptions import (
     IdempotencyConflict,
     InsufficientCredit,
@@ -1200,6 +1200,20 @@ def _post_charges(
     return results
 
 
+# The customer accounts of some companies.
+_CUSTOMER_ACCOUNTS = ReusableQuery(
+    lambda company_ids: LedgerAccount.objects.filter(
+        kind=LedgerAccount.Kind.CUSTOMER, company_id__any=company_ids
+    ).order_by()
+)
+# The lots of some companies that can still be spent at an instant, soonest to expire first.
+_SPENDABLE_LOTS = ReusableQuery(
+    lambda company_ids, at: CreditLot.objects.filter(
+        company_id__any=company_ids, remaining__gt=0, expires_at__gt=at
+    ).order_by("company_id", "expires_at", "id")
+)
+
+
 def _open_books(
     companies: Sequence[Company], now: datetime, locked_rows: Sequence[Company] | None = None
 ) -> list[_CompanyBook]:
@@ -1214,12 +1228,7 @@ def _open_books(
     missing = [company.id for company in companies if company.id not in locked]
     if missing:
         raise Company.DoesNotExist(f"No company with id {missing[0]}.")
-    accounts = {
-        account.company_id: account
-        for account in LedgerAccount.objects.filter(
-            kind=LedgerAccount.Kind.CUSTOMER, company_id__any=list(locked)
-        ).order_by()
-    }
+    accounts = {account.company_id: account for account in _CUSTOMER_ACCOUNTS(list(locked))}
     # Under the company locks no one else can create these (``_CompanyBook`` creates a
     # customer account under its company's lock too).
     new_accounts = [
@@ -1239,9 +1248,7 @@ def _open_books(
     # Without row locks of their own: lots are written only here, under their company's row
     # lock, which this transaction now holds, so what it reads is the latest and stays so.
     # (A lock per lot would write each lot's row for nothing: one more WAL record a lot.)
-    for lot in CreditLot.objects.filter(
-        company_id__any=list(locked), remaining__gt=0, expires_at__gt=now
-    ).order_by("company_id", "expires_at", "id"):
+    for lot in _SPENDABLE_LOTS(list(locked), now):
         lots[lot.company_id].append(lot)
     # Only postpaid companies with a limit need the credit that expired unposted.
     limited = [

@@ -35,7 +35,7 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_companies
 
-from ..bulk import insert_rows, rows_by_key, update_column
+from ..bulk import ReusableQuery, insert_rows, rows_by_key, update_column
 from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
 from ..rating import WHOLE_COUNT_SERVICES, price_event
@@ -63,6 +63,15 @@ MAX_EVENT_AMOUNT = Decimal(10) ** 12
 # The company fields read before the locks (``_plan``, ``_precheck``, ``_Row.values``,
 # bundle periods); any other is read on the locked row.
 PLANNING_FIELDS = ("id", "account_code", "tariff_id", "currency", "billing_timezone")
+_COMPANIES_BY_CODE = ReusableQuery(
+    lambda codes: Company.objects.filter(account_code__any=codes).only(*PLANNING_FIELDS)
+)
+# The rows of some companies that no other transaction holds, locked (see ``usage_ingest``).
+_COMPANIES_FREE_TO_LOCK = ReusableQuery(
+    lambda ids: (
+        Company.objects.select_for_update(skip_locked=True).filter(pk__any=ids).order_by("pk")
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,7 @@ def usage_ingest(
     # read under each company's lock), subaccounts, checks, rate rows.
     companies = {
         company.account_code: company
-        for company in Company.objects.filter(
-            account_code__any={event.account for event in events}
-        ).only(*PLANNING_FIELDS)
+        for company in _COMPANIES_BY_CODE(list({event.account for event in events}))
     }
     # Few tariffs serve many companies: each read once (not one copy per company row).
     tariffs = Tariff.objects.in_bulk(
@@ -278,9 +285,7 @@ def _take_company_locks(
         return None, plans, []
     if not skip_locked:
         return lock_companies(wanted), plans, []
-    locked = list(
-        Company.objects.select_for_update(skip_locked=True).filter(pk__any=wanted).order_by("pk")
-    )
+    locked = _COMPANIES_FREE_TO_LOCK(wanted)
     if len(locked) == len(wanted):
         return locked, plans, []
     free = {company.id for company in locked}
@@ -544,6 +549,14 @@ class _Row:
 
 # A bundle counter as ``_Bundles`` reads it (plain values, no model instance).
 COUNTER_COLUMNS = ("pk", "subscription_id", "bundle_id", "period_start", "used")
+# The counters of some subscriptions whose period ends after an instant.
+_COUNTERS_OPEN_AFTER = ReusableQuery(
+    lambda subscription_ids, after: (
+        BundleCounter.objects.filter(subscription_id__any=subscription_ids, period_end__gt=after)
+        .order_by()
+        .values_list(*COUNTER_COLUMNS)
+    )
+)
 
 
 class _Counter:
@@ -624,9 +637,8 @@ class _Bundles:
         self.counters: dict[tuple[int, int, datetime], _Counter] = {}
         if self.subscriptions and instants:
             self._read_counters(
-                BundleCounter.objects.filter(
-                    subscription_id__any=[subscription.id for subscription in self.subscriptions],
-                    period_end__gt=min(instants),
+                _COUNTERS_OPEN_AFTER(
+                    [subscription.id for subscription in self.subscriptions], min(instants)
                 )
             )
 
@@ -667,17 +679,19 @@ class _Bundles:
             BundleCounter.objects.filter(
                 subscription_id__any={subscription.id for subscription, _, _ in starts.values()},
                 period_start__in={key[2] for key in starts},
-            ),
+            )
+            .order_by()
+            .values_list(*COUNTER_COLUMNS),
             only=starts,
         )
 
     def _read_counters(self, counters, only=None) -> None:
-        # Without row locks of their own: only the usage service writes counters, under the
-        # lock of their company's row, which this transaction holds; read after taking it,
-        # they are the latest.
-        for pk, subscription_id, bundle_id, start, used in counters.order_by().values_list(
-            *COUNTER_COLUMNS
-        ):
+        """Keep ``counters`` (rows of ``COUNTER_COLUMNS``): those of ``only``'s keys, if given.
+
+        Without row locks of their own: only the usage service writes counters, under the
+        lock of their company's row, which this transaction holds; read after taking it,
+        they are the latest."""
+        for pk, subscription_id, bundle_id, start, used in counters:
             key = (subscription_id, bundle_id, start)
             if only is None or key in only:
                 included = self.plans.bundles[bundle_id].included_quantity

@@ -1,18 +1,23 @@
 """billing.bulk: `field__any` (a list as one parameter, AnyOf), models loaded without
-`Model.__init__` (LoadedWithoutInit) and new instances built alike (unsaved_instance)."""
+`Model.__init__` (LoadedWithoutInit), new instances built alike (unsaved_instance) and
+querysets compiled once (ReusableQuery)."""
 
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connections, transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from djmoney.money import Money
 from psycopg.pq import Format
 
 from accounts.models import Company
-from billing.bulk import array_literal, unsaved_instance, update_column
-from billing.models import LedgerAccount, LedgerTransaction
+from billing.bulk import ReusableQuery, array_literal, unsaved_instance, update_column
+from billing.models import CreditLot, LedgerAccount, LedgerTransaction
+from billing.services.ledger import credits_grant
 from tests.factories import CompanyFactory
 
 pytestmark = pytest.mark.django_db
@@ -205,3 +210,104 @@ def test_a_timestamp_python_cannot_hold_fails_as_with_djangos_own_loader():
     with connection.cursor() as cursor, pytest.raises(DataError, match="infinity"):
         cursor.execute("SELECT 'infinity'::timestamptz")
         cursor.fetchall()
+
+
+# --- ReusableQuery: compiled once per connection, run with other values ---------------------
+
+_COMPANIES_BY_ID = ReusableQuery(lambda ids: Company.objects.filter(pk__any=ids).order_by("pk"))
+_TRANSACTIONS_SINCE = ReusableQuery(
+    lambda company_ids, since: LedgerTransaction.objects.filter(
+        company_id__any=company_ids, posted_at__gte=since
+    ).order_by("id")
+)
+_CODES_BY_ID = ReusableQuery(
+    lambda ids: Company.objects.filter(pk__any=ids).order_by("pk").values_list("pk", "credit_limit")
+)
+
+
+def test_a_reusable_query_gives_what_its_queryset_gives(django_assert_num_queries):
+    first = CompanyFactory(credit_limit=Money(5000, "JPY"))
+    second = CompanyFactory()
+    CompanyFactory()  # not asked for
+    granted = granted_from_db(
+        credits_grant(
+            company=first,
+            amount=Money(300, "JPY"),
+            source=CreditLot.Source.GRANT,
+            idempotency_key="test:reusable",
+            description="Welcome credit",
+            metadata={"campaign": "spring"},
+        ).transaction
+    )
+    for ids in ([first.pk, second.pk], [second.pk], [10**9]):
+        with django_assert_num_queries(1):
+            reused = _COMPANIES_BY_ID(ids)
+        expected = list(Company.objects.filter(pk__in=ids).order_by("pk"))
+        assert [_field_values(company) for company in reused] == [
+            _field_values(company) for company in expected
+        ]
+        assert all(company._state.adding is False for company in reused)
+    assert _COMPANIES_BY_ID([first.pk])[0].credit_limit == Money(5000, "JPY")
+    assert _CODES_BY_ID([first.pk, second.pk]) == [(first.pk, Decimal(5000)), (second.pk, None)]
+    # Values through the fields' converters, as the queryset has them (JSON, aware times).
+    reused = _TRANSACTIONS_SINCE([first.pk], granted.posted_at - timedelta(seconds=1))
+    assert [_field_values(row) for row in reused] == [_field_values(granted)]
+    assert reused[0].metadata == {"campaign": "spring"}
+    assert _TRANSACTIONS_SINCE([first.pk], granted.posted_at + timedelta(seconds=1)) == []
+
+
+def granted_from_db(transaction_) -> LedgerTransaction:
+    return LedgerTransaction.objects.get(pk=transaction_.pk)
+
+
+@pytest.mark.postgres
+def test_a_reusable_query_is_compiled_once_for_each_connection():
+    company = CompanyFactory()
+    compile_calls = []
+    query = ReusableQuery(
+        lambda ids: compile_calls.append(ids) or Company.objects.filter(pk__any=ids)
+    )
+    assert query([company.pk]) == [company]
+    assert query([company.pk, 10**9]) == [company]
+    assert len(compile_calls) == 1  # built once, with a stand-in, never with the values
+    assert compile_calls[0] != [company.pk]
+
+    # Another thread has its own connection: its own compiled query, its own converters.
+    found = []
+
+    def in_another_thread():
+        try:
+            found.append(len(query([10**9])))
+        finally:
+            connections.close_all()  # this thread's own
+
+    thread = threading.Thread(target=in_another_thread)
+    thread.start()
+    thread.join()
+    assert found == [0] and len(compile_calls) == 2
+
+
+@pytest.mark.postgres
+def test_a_reusable_query_refuses_what_it_cannot_reuse_faithfully():
+    company = CompanyFactory()
+    twice = ReusableQuery(lambda ids: Company.objects.filter(pk__any=ids).exclude(pk__any=ids))
+    with pytest.raises(ValueError, match="used 2 times"):
+        twice([company.pk])
+    joined = ReusableQuery(
+        lambda ids: LedgerAccount.objects.select_related("company").filter(pk__any=ids)
+    )
+    with pytest.raises(ValueError, match="one model only"):
+        joined([1])
+    with pytest.raises(TypeError, match="lists and datetimes, not int"):
+        _COMPANIES_BY_ID(company.pk)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_reusable_locking_query_still_needs_a_transaction():
+    company = CompanyFactory()
+    locking = ReusableQuery(lambda ids: Company.objects.select_for_update().filter(pk__any=ids))
+    with transaction.atomic():
+        assert locking([company.pk]) == [company]
+    with pytest.raises(TransactionManagementError):
+        locking([company.pk])  # compiled already, in a transaction: refused outside one
