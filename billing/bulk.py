@@ -156,6 +156,38 @@ def insert_rows(model, columns: Sequence[str], rows: Iterable[tuple]) -> None:
     model.objects.bulk_create([model(**dict(zip(columns, row, strict=True))) for row in rows])
 
 
+def insert_new_rows(
+    model, columns: Sequence[str], rows: Sequence[tuple], returning: Sequence[str]
+) -> list[tuple]:
+    """Insert ``rows`` (tuples in the order of ``columns``, attribute names of ``model``),
+    skipping those a unique constraint already holds, in ONE statement; returns the
+    ``returning`` columns of the rows inserted (not of those skipped). PostgreSQL only.
+
+    Django's ``bulk_create(ignore_conflicts=True)`` gives no ids back, so its caller reads
+    the rows again; here the insert gives them (``INSERT … ON CONFLICT DO NOTHING
+    RETURNING``), one array a column."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+
+    def field(name):
+        return model._meta.pk if name == "pk" else model._meta.get_field(name)
+
+    # Column types without their lengths (from code, never input): see ``AnyOf``.
+    types = [field(column).db_type(connection).split("(")[0] for column in columns]
+    arrays = ", ".join(f"%s::{sql_type}[]" for sql_type in types)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608 (names from code)
+        f"({', '.join(quote(field(column).column) for column in columns)}) "
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING "
+        f"RETURNING {', '.join(quote(field(column).column) for column in returning)}"
+    )
+    params = [array_literal([row[index] for row in rows]) for index in range(len(columns))]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def reserve_ids(model, count: int) -> list[int]:
     """``count`` new primary keys for ``model``, taken from its sequence in one query, so
     rows written with ``insert_rows`` can be referred to before they are written."""
@@ -287,9 +319,9 @@ class ReusableQuery:
     on PostgreSQL it is called once per connection with stand-in values, whose places among
     the compiled parameters are found, and each call then sends the same SQL with its own
     values there; the rows pass through the same converters and become the same model
-    instances (or ``values_list`` tuples) as the queryset's. Each argument is a list (for
-    an ``__any`` lookup, ints or strings) or an aware datetime. Elsewhere (SQLite, the
-    embedded default) ``build`` is evaluated as it is.
+    instances (or ``values_list`` tuples) as the queryset's. Each argument is a list, tuple
+    or set (for an ``__any`` lookup, of ints or strings) or an aware datetime. Elsewhere
+    (SQLite, the embedded default) ``build`` is evaluated as it is.
     """
 
     def __init__(self, build):
@@ -354,7 +386,7 @@ class _CompiledQuery:
             )
         params = list(self.params)
         for place, value, stand_in in zip(self.places, values, self.stand_ins, strict=True):
-            if isinstance(value, list | tuple) and isinstance(stand_in, list):
+            if isinstance(value, _COLLECTIONS) and isinstance(stand_in, list):
                 params[place] = array_literal(value)
             elif isinstance(value, datetime) and isinstance(stand_in, datetime):
                 params[place] = value
@@ -372,9 +404,13 @@ class _CompiledQuery:
         return [from_db(self.db, attnames, row[start:end]) for row in rows]
 
 
+_COLLECTIONS = list | tuple | set | frozenset
+
+
 def _stand_in(value, index: int):
-    """A value no real argument has, of ``value``'s kind (the compiled SQL is found by it)."""
-    if isinstance(value, list | tuple):
+    """A value no real argument has, of ``value``'s kind (its place in the compiled SQL's
+    parameters is found by it)."""
+    if isinstance(value, _COLLECTIONS):
         return [-(10**15) - index]
     if isinstance(value, datetime):
         return datetime(1, 1, 1 + index, tzinfo=UTC)

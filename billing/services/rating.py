@@ -92,6 +92,10 @@ class TariffIndex:
         for rows in self._rates.values():
             rows.sort(key=lambda row: row.effective_from, reverse=True)
         self.size = sum(len(rows) for rows in self._rates.values())
+        # The longest prefix each service prices: a number's digits past it match nothing.
+        self._longest: dict[str, int] = {}
+        for service, destination in self._rates:
+            self._longest[service] = max(self._longest.get(service, 0), len(destination))
 
     @staticmethod
     def _in_force(rows: list[RateRow], at: datetime) -> RateRow | None:
@@ -107,7 +111,7 @@ class TariffIndex:
         rate in force, else the service's default. Returns (rate, matched destination;
         empty for the default). Raises ``RatingError`` when none applies."""
         if service in NUMBER_SERVICES:
-            for length in range(len(destination), 0, -1):
+            for length in range(min(len(destination), self._longest.get(service, 0)), 0, -1):
                 rows = self._rates.get((service, destination[:length]))
                 if rows and (row := self._in_force(rows, at)):
                     return row, destination[:length]

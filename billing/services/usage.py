@@ -35,8 +35,8 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_companies
 
-from ..bulk import ReusableQuery, insert_rows, rows_by_key, update_column
-from ..models import ApiKey, Bundle, BundleCounter, Subscription, Tariff, UsageRecord
+from ..bulk import ReusableQuery, insert_new_rows, insert_rows, rows_by_key, update_column
+from ..models import ApiKey, Bundle, BundleCounter, Plan, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
 from ..rating import WHOLE_COUNT_SERVICES, price_event
 from .ledger import UsageBooks
@@ -569,6 +569,19 @@ class _Counter:
         self.dirty = False
 
 
+# The subscriptions of some companies that are live at some time between two instants.
+_SUBSCRIPTIONS_LIVE_BETWEEN = ReusableQuery(
+    lambda company_ids, first, last: (
+        Subscription.objects.filter(company_id__any=company_ids)
+        .exclude(ended_at__lte=first)
+        .filter(started_at__lte=last)
+        .order_by("started_at", "id")
+    )
+)
+_PLANS = ReusableQuery(lambda ids: Plan.objects.filter(pk__any=ids).order_by())
+_BUNDLES_OF_PLANS = ReusableQuery(lambda plan_ids: Bundle.objects.filter(plan_id__any=plan_ids))
+
+
 class _Plans:
     """The subscriptions of the call's companies live over its events, with their plans and
     each plan's bundles: configuration, read once per call before the locks (a subscription
@@ -584,20 +597,19 @@ class _Plans:
         if not chargeable:
             return
         instants = [planned.event.occurred_at for planned in chargeable]
-        for subscription in (
-            Subscription.objects.filter(
-                company_id__any={planned.company.id for planned in chargeable}
-            )
-            .exclude(ended_at__lte=min(instants))
-            .filter(started_at__lte=max(instants))
-            .select_related("plan")
-            .order_by("started_at", "id")
-        ):
+        subscriptions = _SUBSCRIPTIONS_LIVE_BETWEEN(
+            list({planned.company.id for planned in chargeable}), min(instants), max(instants)
+        )
+        if not subscriptions:
+            return
+        # Each plan once (many companies share one), for its subscriptions to refer to.
+        plans = {plan.id: plan for plan in _PLANS({row.plan_id for row in subscriptions})}
+        for subscription in subscriptions:
+            subscription._state.fields_cache["plan"] = plans[subscription.plan_id]
             self.subscriptions[subscription.company_id].append(subscription)
-        plan_ids = {row.plan_id for rows in self.subscriptions.values() for row in rows}
-        # The bundles of each plan once (many companies share a plan), with their
-        # destination prefixes parsed once; in the plan's order (Bundle.Meta.ordering).
-        for bundle in Bundle.objects.filter(plan_id__in=plan_ids) if plan_ids else ():
+        # The bundles of each plan once, with their destination prefixes parsed once; in the
+        # plan's order (Bundle.Meta.ordering).
+        for bundle in _BUNDLES_OF_PLANS(list(plans)):
             self._bundles_by_plan[bundle.plan_id].append((bundle, tuple(bundle.destination_list)))
             self.bundles[bundle.id] = bundle
 
@@ -644,7 +656,8 @@ class _Bundles:
 
     def prepare(self, plans: list[_Planned]) -> None:
         """Find the counters each event draws from; start the missing ones (a new period)
-        in one insert, and read them in one query."""
+        in one insert, which on PostgreSQL gives them back; elsewhere, or for any the
+        insert skipped as existing, read them in one query."""
         starts: dict[tuple[int, int, datetime], tuple[Subscription, Bundle, datetime]] = {}
         for planned in plans:
             keys = planned.counter_keys = []
@@ -666,6 +679,18 @@ class _Bundles:
                         starts[key] = (subscription, bundle, period[1])
         if not starts:
             return
+        if connection.vendor == "postgresql":
+            created = insert_new_rows(
+                BundleCounter,
+                ("subscription_id", "bundle_id", "period_start", "period_end", "used"),
+                [(key[0], key[1], key[2], end, ZERO) for key, (_, _, end) in starts.items()],
+                returning=COUNTER_COLUMNS,
+            )
+            self._read_counters(created, only=starts)
+            # None is skipped: the company lock keeps out other calls.
+            starts = {key: start for key, start in starts.items() if key not in self.counters}
+            if not starts:
+                return
         BundleCounter.objects.bulk_create(
             [
                 BundleCounter(

@@ -18,6 +18,7 @@ from djmoney.money import Money
 from accounts.models import Company, CompanyBlock
 from accounts.services import company_block, company_unblock
 from billing.models import BundleCounter, LedgerPosting, LedgerTransaction, UsageRecord
+from billing.periods import monthly_period
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
@@ -786,7 +787,6 @@ def test_another_companys_usage_does_not_start_a_first_use_paygo_fee(client, tar
 
 def test_a_bundle_over_its_quantity_hides_nothing_another_bundle_has(client, tariff, key, acme):
     """Staff lowered bundle A below what was used this period: B still covers the event."""
-    from billing.periods import monthly_period
     from tests.factories.rating import PlanFactory
 
     plan = PlanFactory()
@@ -839,3 +839,25 @@ def test_a_charge_beyond_any_real_amount_is_rejected_not_a_server_error(client, 
     )
     assert result["status"] == "rejected"
     assert result["error"]["code"] == "amount_too_large"
+
+
+def test_a_counter_of_the_period_already_there_is_drawn_from_not_started_again(client, acme, key):
+    """The insert that starts a period's counters skips one that exists (the unique
+    constraint holds it) and reads it, whatever period end it was stored with."""
+    bundle = BundleFactory(service="sms", included_quantity=5)
+    subscription = SubscriptionFactory(
+        company=acme, plan=bundle.plan, started_at=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    at = datetime(2026, 11, 20, 2, tzinfo=UTC)
+    start, _end, _ = monthly_period(subscription.started_at, at, acme.tzinfo)
+    # Its stored end is before the event: not among the counters read as open at the start.
+    BundleCounter.objects.create(
+        subscription=subscription,
+        bundle=bundle,
+        period_start=start,
+        period_end=start + timedelta(days=1),
+        used=2,
+    )
+    _, raw = key
+    assert summary(post(client, raw, [sms("four", 4)])) == [("charged", 3, "3", None)]
+    assert BundleCounter.objects.get().used == 5

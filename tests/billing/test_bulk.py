@@ -15,7 +15,13 @@ from djmoney.money import Money
 from psycopg.pq import Format
 
 from accounts.models import Company
-from billing.bulk import ReusableQuery, array_literal, unsaved_instance, update_column
+from billing.bulk import (
+    ReusableQuery,
+    array_literal,
+    insert_new_rows,
+    unsaved_instance,
+    update_column,
+)
 from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.services.ledger import credits_grant
 from tests.factories import CompanyFactory
@@ -311,3 +317,24 @@ def test_a_reusable_locking_query_still_needs_a_transaction():
         assert locking([company.pk]) == [company]
     with pytest.raises(TransactionManagementError):
         locking([company.pk])  # compiled already, in a transaction: refused outside one
+
+
+@pytest.mark.postgres
+def test_insert_new_rows_gives_back_the_rows_it_inserted_and_skips_those_that_exist():
+    first, second = CompanyFactory.create_batch(2)
+    existing = _customer_account(first)
+    columns = ("kind", "code", "company_id", "currency", "balance_currency", "balance")
+    customer = LedgerAccount.Kind.CUSTOMER
+    created = insert_new_rows(
+        LedgerAccount,
+        columns,
+        [
+            (customer, "customer", first.pk, "JPY", "JPY", Decimal(0)),  # exists: skipped
+            (customer, "customer", second.pk, "JPY", "JPY", Decimal(7)),
+        ],
+        returning=("pk", "company_id", "balance"),
+    )
+    new = LedgerAccount.objects.get(company=second, kind=customer)
+    assert created == [(new.pk, second.pk, Decimal(7))]
+    assert LedgerAccount.objects.filter(company=first, kind=customer).get() == existing
+    assert insert_new_rows(LedgerAccount, columns, [], returning=("pk",)) == []

@@ -48,6 +48,16 @@ def test_the_longest_matching_prefix_wins(tariff):
     assert (matched, rate.price) == ("81", Decimal("20"))
 
 
+def test_each_service_matches_prefixes_as_long_as_its_own(tariff):
+    # Voice prices prefixes of up to 4 digits; SMS one of 7, which a voice call ignores.
+    RateFactory(tariff=tariff, service="sms", destination="", price=Decimal("3"))
+    RateFactory(tariff=tariff, service="sms", destination="8190123", price=Decimal("1"))
+    rate, matched = find(tariff, "sms", "+81 90 1234 5678")
+    assert (matched, rate.price) == ("8190123", Decimal("1"))
+    rate, matched = find(tariff, "voice", "+81 90 1234 5678")
+    assert (matched, rate.price) == ("8190", Decimal("30"))
+
+
 def test_a_number_no_prefix_matches_takes_the_service_default(tariff):
     rate, matched = find(tariff, "voice", "+4420 7946 0000")
     assert (matched, rate.price) == ("", Decimal("50"))
