@@ -1056,12 +1056,17 @@ def _insert_transactions(transactions: list[LedgerTransaction]) -> None:
         raise
 
 
+# The system accounts (no company) of some codes in some currencies.
+_SYSTEM_ACCOUNTS = ReusableQuery(
+    lambda codes, currencies: LedgerAccount.objects.filter(
+        company=None, code__any=codes, currency__any=currencies
+    ).order_by()
+)
+
+
 def _system_accounts(wanted: set[tuple[str, str]], currency: str) -> dict[str, LedgerAccount]:
     codes = {code for _, code in wanted}
-    accounts = {
-        account.code: account
-        for account in LedgerAccount.objects.filter(company=None, currency=currency, code__in=codes)
-    }
+    accounts = {account.code: account for account in _SYSTEM_ACCOUNTS(codes, [currency])}
     for kind, code in wanted:
         if code not in accounts:
             accounts[code], _ = LedgerAccount.objects.get_or_create(
