@@ -66,6 +66,13 @@ PLANNING_FIELDS = ("id", "account_code", "tariff_id", "currency", "billing_timez
 _COMPANIES_BY_CODE = ReusableQuery(
     lambda codes: Company.objects.filter(account_code__any=codes).only(*PLANNING_FIELDS)
 )
+_TARIFFS = ReusableQuery(lambda ids: Tariff.objects.filter(pk__any=ids).order_by())
+# The subaccounts of some codes in some companies.
+_SUBACCOUNTS = ReusableQuery(
+    lambda company_ids, codes: Subaccount.objects.filter(
+        company_id__any=company_ids, code__any=codes
+    ).order_by()
+)
 # The rows of some companies that no other transaction holds, locked (see ``usage_ingest``).
 _COMPANIES_FREE_TO_LOCK = ReusableQuery(
     lambda ids: (
@@ -121,14 +128,17 @@ def usage_ingest(
         for company in _COMPANIES_BY_CODE(list({event.account for event in events}))
     }
     # Few tariffs serve many companies: each read once (not one copy per company row).
-    tariffs = Tariff.objects.in_bulk(
-        {company.tariff_id for company in companies.values() if company.tariff_id}
-    )
+    tariffs = {
+        tariff.id: tariff
+        for tariff in _TARIFFS(
+            {company.tariff_id for company in companies.values() if company.tariff_id}
+        )
+    }
     subaccounts = {
         (sub.company_id, sub.code): sub
-        for sub in Subaccount.objects.filter(
-            company_id__any=[company.id for company in companies.values()],
-            code__any={event.subaccount for event in events if event.subaccount},
+        for sub in _SUBACCOUNTS(
+            [company.id for company in companies.values()],
+            {event.subaccount for event in events if event.subaccount},
         )
     }
     plans: list[_Planned] = []
