@@ -57,7 +57,7 @@ REJECTION_LABELS = {
 }
 # Years a month parameter may name: calendar_month needs the month after it to exist.
 MIN_YEAR, MAX_YEAR = 2000, 9998
-MONTH_PARAM = re.compile(r"(\d{4})-(\d{2})")
+MONTH_PARAM = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits: ``\d`` takes any script's
 
 
 # --- The month ------------------------------------------------------------------------------

@@ -75,7 +75,8 @@ MAX_NUMBER_DIGITS = 15  # E.164
 # Django splits further where SQLite needs it.
 BULK_BATCH_SIZE = 2000
 
-_DECIMAL = re.compile(r"^(?P<sign>[+-]?)(?P<integer>\d+)(?:\.(?P<fraction>\d*))?$")
+# ASCII digits only (``\d`` takes any script's, which ``Decimal`` would read too).
+_DECIMAL = re.compile(r"(?P<sign>[+-]?)(?P<integer>[0-9]+)(?:\.(?P<fraction>[0-9]*))?")
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _decimal(name: str, value: str, *, required: bool) -> Decimal:
         if required:
             raise ValueError(gettext("%(name)s is missing.") % {"name": name})
         return Decimal(0)
-    match = _DECIMAL.match(value)
+    match = _DECIMAL.fullmatch(value)
     if match is None or (match["fraction"] == "" and "." in value):
         raise ValueError(
             gettext("%(name)s “%(value)s” is not a decimal number such as 12.5.")

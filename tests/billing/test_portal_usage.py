@@ -342,7 +342,18 @@ def test_bad_filter_values_are_ignored(client, november, query):
 
 
 @pytest.mark.parametrize(
-    "month", ["2026-13", "2026-00", "abc", "2026-1", "0000-01", "9999-12", "", "2026-11-01"]
+    "month",
+    [
+        "2026-13",
+        "2026-00",
+        "abc",
+        "2026-1",
+        "0000-01",
+        "9999-12",
+        "",
+        "2026-11-01",
+        "２０２６-１１",
+    ],
 )
 def test_a_bad_month_shows_the_current_month(client, november, month):
     response = client.get(URL, {"month": month})

@@ -186,6 +186,7 @@ def row(**fields) -> str:
         ({"price": "1,5"}, "expected 9 fields, found 10"),
         ({"price": "NaN"}, "price “NaN” is not a decimal number"),
         ({"price": "5."}, "price “5.” is not a decimal number"),
+        ({"price": "１２"}, "price “１２” is not a decimal number"),  # full-width digits
         ({"price": "12345678901234"}, "price “12345678901234” is too large"),
         ({"connection_fee": "-0.5"}, "connection_fee “-0.5” is negative"),
         ({"connection_fee": "0.0000001"}, "connection_fee “0.0000001” has more than 6"),

@@ -60,7 +60,10 @@ def test_close_period_command_prints_counts_and_a_second_run_changes_nothing():
     assert reconcile().ok
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026-4", "April", "2026-00", "0000-01", "9999-12"])
+@pytest.mark.parametrize(
+    "bad",
+    ["2026-13", "2026-4", "April", "2026-00", "0000-01", "9999-12", "２０２６-０４", "2026-04\n"],
+)
 def test_close_period_refuses_a_bad_month_in_one_sentence(bad):
     with pytest.raises(CommandError, match="is not a month like 2026-03"):
         call_command("close_period", bad)
