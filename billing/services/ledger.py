@@ -52,7 +52,7 @@ from ..exceptions import (
     ReversalRefused,
 )
 from ..models import CreditLot, LedgerAccount, LedgerPosting, LedgerTransaction
-from ..money import quantize_amount
+from ..money import money_amount, quantize_amount, set_money_amount
 
 Kind = LedgerTransaction.Kind
 Source = CreditLot.Source
@@ -676,7 +676,7 @@ class _CompanyBook:
                 for lot in preloaded.spendable_lots:
                     self.adopt_lot(lot)
                     self._spendable.append((lot.expires_at, lot.id, lot))
-        self.balance: Decimal = self.account.balance.amount
+        self.balance: Decimal = money_amount(self.account, "balance")
         self._new_lots: list[CreditLot] = []
         self._pending: list[tuple[LedgerTransaction, list[_PostingRow]]] = []
         self._lots_awaiting_grant: list[CreditLot] = []
@@ -720,7 +720,7 @@ class _CompanyBook:
     def adopt_lot(self, lot: CreditLot) -> None:
         if lot.id not in self.lots:
             self.lots[lot.id] = lot
-            self.lot_remaining[lot.id] = lot.remaining.amount
+            self.lot_remaining[lot.id] = money_amount(lot, "remaining")
 
     def lot_unexpired(self, lot_id: int) -> bool:
         return self.locked_lot(lot_id).expires_at > self.now
@@ -960,8 +960,8 @@ class _CompanyBook:
             company=self.company,
             currency=self.currency,
         )
-        transaction_.shortfall = self.money(shortfall) if shortfall else None
-        transaction_.balance_after = self.money(self.balance)
+        set_money_amount(transaction_, "shortfall", shortfall or None, self.currency)
+        set_money_amount(transaction_, "balance_after", self.balance, self.currency)
         # A lot created for this transaction records it as its grant.
         for lot in self._lots_awaiting_grant:
             lot.grant_transaction = transaction_
@@ -1487,10 +1487,10 @@ def _flush_books(books: list[_CompanyBook], *, own_keys: bool = False) -> None:
         for book in books:
             for key in book.dirty_lots:
                 lot = book.lots[key]
-                lot.remaining = book.money(book.lot_remaining[key])
+                set_money_amount(lot, "remaining", book.lot_remaining[key], book.currency)
                 remaining[lot.id] = book.lot_remaining[key]
             if book._pending:
-                book.account.balance = book.money(book.balance)
+                set_money_amount(book.account, "balance", book.balance, book.currency)
                 balances[book.account.id] = book.balance
             book._pending, book._new_lots, book.dirty_lots = [], [], set()
         update_column(CreditLot, "remaining", remaining)
@@ -1532,8 +1532,8 @@ def _copy_transactions(transactions: list[LedgerTransaction], *, savepoint: bool
             tx.cause_type_id,
             tx.cause_id,
             tx.reverses_id,
-            *_money_columns(tx.shortfall),
-            *_money_columns(tx.balance_after),
+            *_money_columns(tx, "shortfall"),
+            *_money_columns(tx, "balance_after"),
             json.dumps(tx.metadata, cls=encoder),
         )
         for tx in transactions
@@ -1558,8 +1558,9 @@ def _insert_postings(postings: list[_PostingRow]) -> None:
     insert_rows(LedgerPosting, POSTING_COLUMNS, (posting.values() for posting in postings))
 
 
-def _money_columns(value: Money | None) -> tuple[str | None, Decimal | None]:
-    return (None, None) if value is None else (str(value.currency), value.amount)
+def _money_columns(instance, name: str) -> tuple[str | None, Decimal | None]:
+    amount = money_amount(instance, name)
+    return (None, None) if amount is None else (str(getattr(instance, f"{name}_currency")), amount)
 
 
 # --- Statements (invoicing): credits applied and tax, for many companies at once ------------
