@@ -882,10 +882,10 @@ class _CompanyBook:
     def _credit_limit_reached(self) -> bool:
         if self.company.mode != Company.Mode.POSTPAID:
             return False
-        limit = self.company.credit_limit  # a new Money at each read: after the cheap test
+        limit = money_amount(self.company, "credit_limit")  # after every debit: no Money
         if limit is None:
             return False
-        return self.balance - self.expired_unposted() <= -limit.amount
+        return self.balance - self.expired_unposted() <= -limit
 
     def _note_block_after_debit(self) -> None:
         """Decide in memory whether the last debit blocks the company (written at flush)."""
