@@ -134,6 +134,15 @@ def _attnames(model) -> frozenset[str]:
     return frozenset(field.attname for field in model._meta.concrete_fields)
 
 
+def timestamps_as_text() -> bool:
+    """Whether ``insert_rows`` takes its aware datetimes fastest as ISO text (on PostgreSQL).
+
+    ``COPY`` reads ``2026-12-05T10:00:00.123456+09:00`` as the same instant (the text
+    carries its offset), and ``datetime.isoformat`` costs a fifth of the ~0.9 µs psycopg's
+    dumper takes per value: a usage record has two. Elsewhere the ORM writes them."""
+    return connection.vendor == "postgresql"
+
+
 def insert_rows(model, columns: Sequence[str], rows: Iterable[tuple]) -> None:
     """Insert ``rows`` (tuples in the order of ``columns``, attribute names of ``model``)."""
     rows = list(rows)

@@ -1526,8 +1526,8 @@ def _copy_transactions(transactions: list[LedgerTransaction], *, savepoint: bool
             tx.kind,
             tx.company_id,
             tx.description,
-            tx.posted_at,
-            tx.effective_at,
+            tx.posted_at.isoformat(),  # COPY: see billing.bulk.timestamps_as_text
+            tx.effective_at.isoformat(),
             tx.actor_id,
             tx.cause_type_id,
             tx.cause_id,

@@ -35,7 +35,14 @@ from djmoney.money import Money
 from accounts.models import Company, Subaccount
 from accounts.services import lock_companies
 
-from ..bulk import ReusableQuery, insert_new_rows, insert_rows, rows_by_key, update_column
+from ..bulk import (
+    ReusableQuery,
+    insert_new_rows,
+    insert_rows,
+    rows_by_key,
+    timestamps_as_text,
+    update_column,
+)
 from ..models import ApiKey, Bundle, BundleCounter, Plan, Subscription, Tariff, UsageRecord
 from ..periods import monthly_period
 from ..rating import WHOLE_COUNT_SERVICES, price_event
@@ -398,7 +405,13 @@ def _ingest_locked(
     bundles.start_first_use_fees(records)
     # In event id order, so two batches inserting overlapping ids wait rather than deadlock.
     records.sort(key=lambda record: record.event_id)
-    insert_rows(UsageRecord, RECORD_COLUMNS, (record.values(api_key_id, now) for record in records))
+    as_text = timestamps_as_text()
+    received_at = now.isoformat() if as_text else now
+    insert_rows(
+        UsageRecord,
+        RECORD_COLUMNS,
+        (record.values(api_key_id, received_at, as_text) for record in records),
+    )
     return outcomes
 
 
@@ -522,7 +535,9 @@ class _Row:
     def occurred_at(self) -> datetime:
         return self.planned.event.occurred_at
 
-    def values(self, api_key_id: int, now: datetime) -> tuple:
+    def values(self, api_key_id: int, received_at: datetime | str, times_as_text: bool) -> tuple:
+        """The row, in the order of ``RECORD_COLUMNS``; ``times_as_text``: see
+        ``billing.bulk.timestamps_as_text`` (``received_at`` is given so already)."""
         planned, event, rate, error = self.planned, self.planned.event, self.rate, self.error
         currency = planned.company.currency if self.amount is not None else None
         return (
@@ -534,8 +549,8 @@ class _Row:
             event.service[:16],
             (event.destination or "")[:32],
             event.quantity,
-            event.occurred_at,
-            now,
+            event.occurred_at.isoformat() if times_as_text else event.occurred_at,
+            received_at,
             self.status,
             error[0] if error else "",
             error[1][:300] if error else "",

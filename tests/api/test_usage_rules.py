@@ -8,7 +8,7 @@ rejection codes, malformed bodies, keys).
 """
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -21,6 +21,7 @@ from billing.models import BundleCounter, LedgerPosting, LedgerTransaction, Usag
 from billing.periods import monthly_period
 from billing.reconcile import reconcile
 from billing.selectors import company_balance
+from billing.services.usage import UsageEvent, usage_ingest
 from tests.factories import CompanyFactory, SubaccountFactory, UserFactory
 from tests.factories.billing import grant
 from tests.factories.rating import (
@@ -861,3 +862,29 @@ def test_a_counter_of_the_period_already_there_is_drawn_from_not_started_again(c
     _, raw = key
     assert summary(post(client, raw, [sms("four", 4)])) == [("charged", 3, "3", None)]
     assert BundleCounter.objects.get().used == 5
+
+
+def test_times_are_written_as_the_same_instants_to_the_microsecond(tariff, key, acme):
+    """Records and ledger transactions are written with COPY, their times as ISO text
+    (``billing.bulk.timestamps_as_text``): each must come back as the instant it was."""
+    other = CompanyFactory(account_code="other", tariff=tariff, mode=Company.Mode.POSTPAID)
+    api_key_row, _ = key
+    received = datetime(2026, 11, 20, 2, 59, 58, 654321, tzinfo=UTC)
+    tokyo, new_york = timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))
+    sent = {
+        "tokyo": datetime(2026, 11, 20, 11, 0, 0, 123456, tzinfo=tokyo),
+        "new-york": datetime(2026, 11, 19, 21, 59, 59, 999999, tzinfo=new_york),
+    }
+    events = [
+        UsageEvent("tokyo", "acme", None, "sms", "+15551234567", Decimal(1), sent["tokyo"]),
+        UsageEvent("new-york", "other", None, "sms", "+15551234567", Decimal(1), sent["new-york"]),
+    ]
+    outcomes = usage_ingest(api_key=api_key_row, events=events, now=received)
+    assert [outcome.status for outcome in outcomes] == ["charged", "charged"]
+    for record in UsageRecord.objects.all():
+        assert record.occurred_at == sent[record.event_id]
+        assert record.received_at == received
+    transactions = LedgerTransaction.objects.filter(kind="usage", company__in=[acme, other])
+    assert transactions.count() == 2  # one per company, copied together
+    for transaction_ in transactions:
+        assert transaction_.posted_at == transaction_.effective_at == received
