@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -99,11 +100,11 @@ class UsageEvent:
     occurred_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class UsageOutcome:
+class UsageOutcome(NamedTuple):
     """One event's result. The amounts are kept as decimals in ``currency`` (a ``Money`` per
     amount would cost more than rating the event); ``charge`` and ``balance`` give them as
-    ``Money``."""
+    ``Money``. A named tuple: immutable as a frozen dataclass, and built in less than half
+    its time (one per event)."""
 
     id: str
     status: str  # charged | duplicate | rejected
@@ -179,7 +180,7 @@ def usage_ingest(
     for index, event in enumerate(events):
         if outcomes.get(index) is None:  # a repeated id within the batch
             first = outcomes[first_index[event.id]]
-            outcomes[index] = replace(first, id=event.id, status="duplicate")
+            outcomes[index] = first._replace(id=event.id, status="duplicate")
     return [outcomes[index] for index in range(len(events))]
 
 
