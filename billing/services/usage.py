@@ -345,15 +345,20 @@ def _ingest_locked(
         price = None
         if error is None:
             rate = planned.rate
+            currency = batch.company.currency
             covering = bundles.covering(planned)
             price = price_event(
                 service=event.service,
                 quantity=event.quantity,
                 unit_price=rate.price,
-                currency=batch.company.currency,
+                currency=currency,
                 # A counter can be over its bundle (staff lowered the included quantity in
                 # the period): it has nothing left, and hides nothing another one has.
-                bundle_left=sum((max(counter.left, ZERO) for counter in covering), ZERO),
+                bundle_left=(
+                    sum((max(counter.left, ZERO) for counter in covering), ZERO)
+                    if covering
+                    else ZERO
+                ),
                 connection_fee=rate.connection_fee,
                 minimum=rate.minimum_seconds,
                 first=rate.first_increment,
@@ -365,7 +370,7 @@ def _ingest_locked(
             outcomes[planned.index] = _reject(event, error)
             records.append(_Row(planned, error=error))
             continue
-        first_counter = bundles.draw(covering, price.bundle_quantity)
+        first_counter = bundles.draw(covering, price.bundle_quantity) if covering else None
         taken, shortfall, balance = batch.charge(price.amount, event.service)
         record = _Row(planned)
         record.rate = rate
@@ -383,7 +388,7 @@ def _ingest_locked(
             charge_amount=taken,
             bundle_quantity=price.bundle_quantity,
             balance_amount=balance,
-            currency=batch.company.currency,
+            currency=currency,
         )
 
     posts = {}
@@ -483,7 +488,11 @@ def _describe(records: list[_Row]) -> tuple[str, dict]:
     for record in records:
         event = record.planned.event
         counts[event.service] += 1
-        first, last = min(first, event.occurred_at), max(last, event.occurred_at)
+        at = event.occurred_at
+        if at < first:
+            first = at
+        elif at > last:
+            last = at
     events = len(records)
     # Events come with the offset the platform sent; the transaction speaks UTC. The
     # description's minutes are cut from the ISO text (strftime costs twice as much, and
