@@ -417,7 +417,7 @@ def _ingest_locked(
         UsageRecord,
         RECORD_COLUMNS,
         (record.values(api_key_id, received_at, as_text) for record in records),
-        types=RECORD_TYPES if as_text else None,
+        times_as_text=as_text,
     )
     return outcomes
 
@@ -520,18 +520,6 @@ RECORD_COLUMNS = (
     "amount_currency", "amount", "shortfall_currency", "shortfall",
     "balance_after_currency", "balance_after", "transaction_id",
 )  # fmt: skip
-
-
-# How COPY writes each of them (see ``billing.bulk.insert_rows``); times go as ISO text.
-RECORD_TYPES = (
-    "int8", "text", "text", "int8", "int8", "text",
-    "text", "numeric", "text", "text", "text", "text",
-    "text", "text", "int8", "numeric", "numeric",
-    "text", "numeric", "numeric", "int8",
-    "text", "numeric", "text", "numeric",
-    "text", "numeric", "int8",
-)  # fmt: skip
-assert len(RECORD_TYPES) == len(RECORD_COLUMNS)
 
 
 class _Row:

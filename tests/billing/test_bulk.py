@@ -19,6 +19,7 @@ from billing.bulk import (
     ReusableQuery,
     array_literal,
     insert_new_rows,
+    insert_rows,
     unsaved_instance,
     update_column,
 )
@@ -338,3 +339,18 @@ def test_insert_new_rows_gives_back_the_rows_it_inserted_and_skips_those_that_ex
     assert created == [(new.pk, second.pk, Decimal(7))]
     assert LedgerAccount.objects.filter(company=first, kind=customer).get() == existing
     assert insert_new_rows(LedgerAccount, columns, [], returning=("pk",)) == []
+
+
+@pytest.mark.postgres
+def test_typed_copy_refuses_a_column_it_has_no_writer_for():
+    """``insert_rows(times_as_text=True)`` finds each column's writer from its field; a type
+    it does not know (JSON here) is refused before anything is written."""
+    company = CompanyFactory()
+    with pytest.raises(ValueError, match="cannot write metadata"):
+        insert_rows(
+            LedgerTransaction,
+            ("company_id", "metadata"),
+            [(company.pk, "{}")],
+            times_as_text=True,
+        )
+    assert not LedgerTransaction.objects.exists()

@@ -1,14 +1,11 @@
-import re
 from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from billing.periods import add_months, latest_date_anywhere
-from billing.selectors_usage import MAX_YEAR, MIN_YEAR
+from billing.selectors_usage import MAX_YEAR, MIN_YEAR, MONTH_PARAM
 from invoicing.runs import period_close
-
-MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits: ``\d`` takes any script's
 
 
 class Command(BaseCommand):
@@ -21,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("month", help="the month to close, e.g. 2026-03")
 
     def handle(self, *args, month, **options):
-        match = MONTH.fullmatch(month)
+        match = MONTH_PARAM.fullmatch(month)
         if not match or not 1 <= int(match[2]) <= 12 or not MIN_YEAR <= int(match[1]) <= MAX_YEAR:
             raise CommandError(
                 f"{month!r} is not a month like 2026-03 (years {MIN_YEAR} to {MAX_YEAR})."
