@@ -91,9 +91,15 @@ def with_customer_amount(queryset: QuerySet[LedgerTransaction], name: str = "amo
 
 def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
     """The company's transactions, newest first, each with ``amount``: its net effect on the
-    company's balance."""
+    company's balance.
+
+    Newest by id, not by posting time: a service reads its clock before it waits for the
+    company's lock (a usage call, a recurring run stamps its whole run), so a transaction
+    stamped earlier can change the balance after one stamped later. Ids are taken under the
+    lock, in the order the balance changed, which keeps each line's "balance after" equal
+    to the one below it plus its amount (index ``ledger_tx_company_id``)."""
     return with_customer_amount(LedgerTransaction.objects.filter(company=company)).order_by(
-        "-posted_at", "-id"
+        "-id"
     )
 
 

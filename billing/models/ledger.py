@@ -171,6 +171,8 @@ class LedgerTransaction(LoadedWithoutInit, models.Model):
         ordering = ["-posted_at", "-id"]
         indexes = [
             models.Index(fields=["company", "posted_at", "id"], name="ledger_tx_company_posted"),
+            # A company's history, in the order its balance changed (``company_transactions``).
+            models.Index(fields=["company", "id"], name="ledger_tx_company_id"),
             models.Index(fields=["cause_type", "cause_id"], name="ledger_tx_cause"),
         ]
         permissions = [

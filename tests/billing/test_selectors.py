@@ -148,6 +148,24 @@ def test_transactions_are_newest_first_with_their_net_effect_on_the_balance():
     ]
 
 
+def test_transactions_come_in_the_order_their_balances_changed_not_by_posting_time():
+    """A call reads its clock before it waits for the company's lock: a charge stamped
+    earlier can change the balance after one stamped later. The history follows the
+    balances, so that each line's balance is the one below it plus its amount."""
+    company = CompanyFactory(mode=Company.Mode.POSTPAID, credit_limit=None)
+    grant(company, 1000, now=NOW - timedelta(days=1))
+    charge(company, 100, now=NOW)  # took the lock first
+    charge(company, 30, now=NOW - timedelta(seconds=2))  # had waited for it
+    rows = [(t.amount, t.balance_after) for t in company_transactions(company)]
+    assert rows == [
+        (Decimal(-30), jpy(870)),
+        (Decimal(-100), jpy(900)),
+        (Decimal(1000), jpy(1000)),
+    ]
+    for line, below in zip(rows, rows[1:]):
+        assert line[1].amount == below[1].amount + line[0]
+
+
 def test_history_groups_credits_added_charges_and_expired(prepaid, django_user_model):
     grant(prepaid, 1000, now=NOW - timedelta(days=20), days=5, source="purchase")
     grant(prepaid, 500, now=NOW - timedelta(days=3), days=90, source="voucher")
