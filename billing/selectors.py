@@ -98,9 +98,7 @@ def company_transactions(company: Company) -> QuerySet[LedgerTransaction]:
     stamped earlier can change the balance after one stamped later. Ids are taken under the
     lock, in the order the balance changed, which keeps each line's "balance after" equal
     to the one below it plus its amount (index ``ledger_tx_company_id``)."""
-    return with_customer_amount(LedgerTransaction.objects.filter(company=company)).order_by(
-        "-id"
-    )
+    return with_customer_amount(LedgerTransaction.objects.filter(company=company)).order_by("-id")
 
 
 def average_daily_spend(company: Company, now: datetime, days: int = 30) -> Money:

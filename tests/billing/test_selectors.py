@@ -162,7 +162,7 @@ def test_transactions_come_in_the_order_their_balances_changed_not_by_posting_ti
         (Decimal(-100), jpy(900)),
         (Decimal(1000), jpy(1000)),
     ]
-    for line, below in zip(rows, rows[1:]):
+    for line, below in zip(rows, rows[1:], strict=False):
         assert line[1].amount == below[1].amount + line[0]
 
 
