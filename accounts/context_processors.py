@@ -2,9 +2,10 @@
 
 from django.utils.functional import SimpleLazyObject
 
+from .models import Company
 from .portal import PORTAL_NAV
 from .roles import PORTAL_CAPABILITIES, role_can
-from .selectors import memberships_for_user
+from .selectors import company_block_reasons, memberships_for_user
 
 
 def portal(request) -> dict:
@@ -23,4 +24,12 @@ def portal(request) -> dict:
         },
         # Evaluated only when the layout draws the switcher: one query.
         "portal_memberships": SimpleLazyObject(lambda: list(memberships_for_user(request.user))),
+        # Evaluated only where a page says why the company is blocked: one query.
+        "company_block_reasons": SimpleLazyObject(
+            lambda: (
+                (company_block_reasons(request.company) or [request.company.blocked_reason])
+                if request.company.status == Company.Status.BLOCKED
+                else []
+            )
+        ),
     }

@@ -1,8 +1,17 @@
 """Reads of companies, memberships and subaccounts shared by the portal and the admin."""
 
-from django.db.models import QuerySet
+import re
 
-from .models import Company, Membership, Subaccount
+from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+
+from .models import Company, CompanyBlock, Membership, Subaccount
+
+# The dunning run's own English note on an overdue block (``invoicing.dunning``), read back
+# so that the portal can say it in the reader's language.
+OVERDUE_NOTE = re.compile(
+    r"^Invoice (?P<number>\S+) due (?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2}) is unpaid$"
+)
 
 
 def memberships_for_user(user) -> QuerySet[Membership]:
@@ -26,3 +35,22 @@ def portal_membership(user, company_id: int | None) -> Membership | None:
 
 def company_subaccounts(company: Company) -> QuerySet[Subaccount]:
     return Subaccount.objects.filter(company=company).order_by("-is_active", "code")
+
+
+def company_block_reasons(company: Company) -> list[str]:
+    """Why the company is blocked, one line per active block, oldest first, in the reader's
+    language (one query). ``Company.blocked_reason`` keeps the same in the site's language
+    for the API and the admin; a note staff typed is shown as it was written."""
+    lines = []
+    for block in CompanyBlock.objects.filter(company=company, lifted_at=None).order_by(
+        "blocked_at", "id"
+    ):
+        note = block.note
+        overdue = OVERDUE_NOTE.match(note) if block.reason == CompanyBlock.Reason.OVERDUE else None
+        if overdue:
+            note = _("Invoice %(number)s due %(date)s is unpaid") % overdue.groupdict()
+        reason = str(block.get_reason_display())
+        lines.append(
+            _("%(reason)s: %(note)s") % {"reason": reason, "note": note} if note else reason
+        )
+    return lines

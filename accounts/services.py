@@ -2,11 +2,12 @@
 
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from . import signals
@@ -191,10 +192,13 @@ def _status_sync(locked: Company, caller_copy: Company) -> None:
         CompanyBlock.objects.filter(company=locked, lifted_at=None).order_by("blocked_at", "id")
     )
     status = Company.Status.BLOCKED if active else Company.Status.ACTIVE
-    reason = "; ".join(
-        f"{block.get_reason_display()}" + (f": {block.note}" if block.note else "")
-        for block in active
-    )[:500]
+    # In the site's language, whoever's request set the block: the API and the admin read
+    # it; the portal says it in the reader's (``selectors.company_block_reasons``).
+    with translation.override(settings.LANGUAGE_CODE):
+        reason = "; ".join(
+            f"{block.get_reason_display()}" + (f": {block.note}" if block.note else "")
+            for block in active
+        )[:500]
     Company.objects.filter(pk=locked.pk).update(status=status, blocked_reason=reason)
     for copy in (locked, caller_copy):
         copy.status, copy.blocked_reason = status, reason

@@ -112,4 +112,6 @@ def dunning_run(
 
 
 def _block_note(invoice: Statement) -> str:
+    # Kept in English; the portal reads it back to say it in the reader's language
+    # (``accounts.selectors.OVERDUE_NOTE``).
     return f"Invoice {invoice.number} due {invoice.due_date:%Y-%m-%d} is unpaid"

@@ -1,17 +1,22 @@
 """The portal's Credits page: what a customer sees of their credit, lots and history."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import time_machine
 from django.urls import reverse
+from django.utils import translation
 from djmoney.money import Money
 
-from accounts.models import Company, Membership
+from accounts.models import Company, CompanyBlock, Membership
+from accounts.selectors import OVERDUE_NOTE
+from accounts.services import company_block
 from billing.services import ledger
-from tests.factories import CompanyFactory, MembershipFactory
+from invoicing.dunning import _block_note
+from tests.factories import CompanyFactory, MembershipFactory, UserFactory
 from tests.factories.billing import charge, grant, next_key
 
 pytestmark = pytest.mark.django_db
@@ -191,6 +196,49 @@ def test_blocked_company_sees_the_block(client, at_now):
     text = text_of(client.get(URL))
     assert "This account is blocked" in text
     assert "¥200 not covered: your credit ran out." in text
+
+
+def test_block_reasons_are_in_the_readers_language_a_staff_note_as_typed(client, at_now):
+    """The block's reason is kept in the site's language for the API and the admin; the
+    portal says it in the reader's, the dunning run's note on an overdue block included."""
+    company = signed_in(client, mode=Company.Mode.POSTPAID, credit_limit=None)
+    with translation.override("ja"):  # set during a Japanese reader's request
+        company_block(
+            company=company,
+            reason=CompanyBlock.Reason.OVERDUE,
+            note="Invoice INV-2026-000042 due 2026-02-28 is unpaid",
+        )
+    company_block(
+        company=company,
+        reason=CompanyBlock.Reason.MANUAL,
+        note="Fraud check: call support",
+        actor=UserFactory(is_staff=True),
+    )
+    company.refresh_from_db()
+    assert company.blocked_reason == (
+        "Overdue invoice: Invoice INV-2026-000042 due 2026-02-28 is unpaid; "
+        "Blocked by staff: Fraud check: call support"
+    )
+    client.cookies["django_language"] = "ja"
+    text = text_of(client.get(URL))
+    assert (
+        "このアカウントは停止中です：請求書の支払遅延：請求書 INV-2026-000042"
+        "（支払期日 2026-02-28）が未払いです; スタッフによる利用停止：Fraud check: call support。"
+    ) in text
+    client.cookies["django_language"] = "en"
+    text = text_of(client.get(URL))
+    assert (
+        "This account is blocked: Overdue invoice: Invoice INV-2026-000042 due 2026-02-28 is "
+        "unpaid; Blocked by staff: Fraud check: call support."
+    ) in text
+
+
+def test_the_dunning_runs_note_is_the_one_the_portal_reads_back():
+    invoice = SimpleNamespace(number="INV-2026-000042", due_date=date(2026, 2, 28))
+    assert OVERDUE_NOTE.match(_block_note(invoice)).groupdict() == {
+        "number": "INV-2026-000042",
+        "date": "2026-02-28",
+    }
 
 
 # --- Lots --------------------------------------------------------------------------------
