@@ -13,7 +13,8 @@ tax. It measures:
 (1) ``period_close`` work: the companies handed out in batches to ``--workers`` processes,
     each calling ``run_issue`` (one transaction per batch), as the scheduled task's workers
     do; the target is the whole month in <= 60 s and <= 10 queries per statement;
-(2) PDFs: ``statement_pdf`` for ``--pdfs`` statements in ``--workers`` processes, each
+(2) PDFs: ``statement_pdf_render`` (the rendering, which the first download also keeps)
+    for ``--pdfs`` statements in ``--workers`` processes, each
     warmed up first, in English and again in Japanese (the same statements); the pages of
     every PDF are counted with pypdf. The target is >= 15 one-page statements per second.
 
@@ -259,7 +260,7 @@ def _pdf_worker(work, results, barrier, language) -> None:
 
     from pypdf import PdfReader
 
-    from invoicing.documents import pdf_warm_up, statement_pdf
+    from invoicing.documents import pdf_warm_up, statement_pdf_render
     from invoicing.models import Statement
 
     # What a Celery worker process does at start (config/celery.py, worker_process_init).
@@ -268,7 +269,7 @@ def _pdf_worker(work, results, barrier, language) -> None:
     gc.freeze()
     first = Statement.objects.select_related("company").order_by("id").first()
     first.language = language
-    statement_pdf(first)
+    statement_pdf_render(first)
     pages = Counter()
     counting = counting_cpu = 0.0
     barrier.wait()
@@ -276,7 +277,7 @@ def _pdf_worker(work, results, barrier, language) -> None:
     while (ids := work.get()) is not None:
         for statement in Statement.objects.select_related("company").filter(pk__in=ids):
             statement.language = language
-            document = statement_pdf(statement)
+            document = statement_pdf_render(statement)
             counted, counted_cpu = time.perf_counter(), time.process_time()
             pages[len(PdfReader(io.BytesIO(document)).pages)] += 1
             counting += time.perf_counter() - counted

@@ -2,7 +2,8 @@
 
 The PDF is rendered from the same template context as the web page, in the statement's
 language, and returned as bytes to a view that has checked access: documents are never
-written to a public media URL.
+written to a public media URL. An issued statement's or credit note's PDF is rendered once
+and kept in the database (``KeptPdf``): every download and email hands out the same bytes.
 
 A process keeps what every PDF needs: the stylesheet (``pdf.css``), parsed once, and a
 WeasyPrint ``FontConfiguration`` per thread, whose Pango font map keeps the fonts loaded
@@ -18,18 +19,19 @@ import csv
 import functools
 import threading
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
-from django.utils import translation
+from django.utils import timezone, translation
 
 from billing.money import currency_exponent
 
 from .fonts import FAMILY, font_paths
-from .models import CreditNote, Payment, Statement
+from .models import CreditNote, KeptPdf, Payment, Statement
 from .selectors import (
     credit_note_lines,
     payment_receipt_lines,
@@ -177,11 +179,38 @@ def pdf_warm_up() -> None:
 
 
 def statement_pdf(statement: Statement) -> bytes:
+    """The statement's PDF: rendered on first use and kept (``kept_pdf``)."""
+    return kept_pdf(statement, statement_pdf_render)
+
+
+def statement_pdf_render(statement: Statement) -> bytes:
     """The statement as an A4 PDF in the company's language (at issue). A statement of
     about 20 lines fits one page."""
     with translation.override(statement.language or "en"):
         html = render_to_string("invoicing/statement_pdf.html", statement_context(statement))
     return html_pdf(html)
+
+
+def kept_pdf(document: Statement | CreditNote, render: Callable) -> bytes:
+    """The issued ``document``'s PDF as first rendered (``render(document)``), the same
+    bytes on every download and email: WeasyPrint stamps each rendering with its time, and
+    templates, fonts and WeasyPrint itself change between releases; an issued document does
+    not. Two first requests at once may both render; the first stored is the one kept, and
+    both hand it out (one query after the first use)."""
+    owner = (
+        {"statement": document} if isinstance(document, Statement) else {"credit_note": document}
+    )
+    kept = KeptPdf.objects.filter(**owner).values_list("content", flat=True)
+    found = kept.first()
+    if found is not None:
+        return bytes(found)
+    content = render(document)
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction goes on
+            KeptPdf.objects.create(**owner, content=content, rendered_at=timezone.now())
+    except IntegrityError:  # another request kept its rendering first
+        return bytes(kept.get())
+    return content
 
 
 def receipt_context(payment: Payment) -> dict:
@@ -218,6 +247,11 @@ def credit_note_context(note: CreditNote) -> dict:
 
 
 def credit_note_pdf(note: CreditNote) -> bytes:
+    """The credit note's PDF: rendered on first use and kept (``kept_pdf``)."""
+    return kept_pdf(note, credit_note_pdf_render)
+
+
+def credit_note_pdf_render(note: CreditNote) -> bytes:
     """The credit note as an A4 PDF in the company's language."""
     with translation.override(note.company.language or "en"):
         html = render_to_string("invoicing/credit_note_pdf.html", credit_note_context(note))

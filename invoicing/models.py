@@ -378,6 +378,36 @@ class CreditNote(ImmutableModel):
         return self.number
 
 
+class KeptPdf(ImmutableModel):
+    """The PDF of an issued statement or credit note, as it was first rendered, kept so
+    that every later download and email hands out the same bytes: an issued document does
+    not change when the templates, the fonts or WeasyPrint do (``invoicing.documents``).
+    Receipts are not kept: they show the payment's status, which a reversal changes."""
+
+    statement = models.OneToOneField(
+        Statement, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    credit_note = models.OneToOneField(
+        CreditNote, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    content = models.BinaryField(_("PDF"))
+    rendered_at = models.DateTimeField(_("rendered at"))
+
+    class Meta:
+        verbose_name = _("kept PDF")
+        verbose_name_plural = _("kept PDFs")
+        constraints = [
+            models.CheckConstraint(
+                name="kept_pdf_of_one_document",
+                condition=Q(statement__isnull=False, credit_note__isnull=True)
+                | Q(statement__isnull=True, credit_note__isnull=False),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"PDF of {self.statement or self.credit_note}"
+
+
 class Payment(models.Model):
     """Money received from a company (a bank transfer now; a card or credits later), with its
     receipt number (series ``RCP-<year>``, gapless, taken in the recording transaction).

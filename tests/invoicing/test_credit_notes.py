@@ -24,7 +24,7 @@ from billing.services import ledger
 from invoicing.credit_notes import credit_note_issue
 from invoicing.dunning import dunning_run
 from invoicing.exceptions import InvoicingError
-from invoicing.models import CreditNote, PaymentAllocation, Statement
+from invoicing.models import CreditNote, KeptPdf, PaymentAllocation, Statement
 from invoicing.selectors import invoice_open_amount
 from tests.factories import CompanyFactory, MembershipFactory, UserFactory
 
@@ -373,6 +373,19 @@ def test_the_credit_note_pdf_keeps_its_parties_and_another_companys_is_a_404(cli
     other, [other_april] = invoiced_months((4, "1000"))
     client.force_login(MembershipFactory(company=other).user)
     assert client.get(reverse("portal:credit_note_pdf", args=[note.pk])).status_code == 404
+
+
+def test_the_credit_note_pdf_is_kept_as_first_rendered_in_the_language_of_then(client):
+    company, [april] = invoiced_months((4, "1000"))
+    note = issue(company, 1100, datetime(2026, 5, 10, tzinfo=TOKYO), statement=april)
+    client.force_login(MembershipFactory(company=company).user)
+    url = reverse("portal:credit_note_pdf", args=[note.pk])
+    first = client.get(url).content
+    company.language = "ja"
+    company.save(update_fields=["language"])
+    again = client.get(url).content
+    assert again == first and "Credit note" in _pdf_text(again)
+    assert KeptPdf.objects.get().credit_note == note
 
 
 def test_staff_open_a_credit_notes_pdf_from_the_admin(admin_client):

@@ -12,18 +12,26 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.http import StreamingHttpResponse
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from djmoney.money import Money
 from pypdf import PdfReader
 
 from accounts.models import Company, Membership
 from billing.models import ApiKey, UsageRecord
 from invoicing import documents
-from invoicing.documents import font_configuration, pdf_stylesheet, statement_pdf
+from invoicing.documents import (
+    font_configuration,
+    kept_pdf,
+    pdf_stylesheet,
+    statement_pdf,
+    statement_pdf_render,
+)
 from invoicing.fonts import font_paths, japanese_characters, pdf_fonts_build
-from invoicing.models import Statement
+from invoicing.models import ImmutableError, KeptPdf, Statement
 from invoicing.services import statement_issue
 from tests.factories import CompanyFactory, MembershipFactory
 
@@ -166,8 +174,8 @@ def test_pdfs_share_the_parsed_stylesheet_and_the_threads_font_configuration(
         return write_pdf(self, *args, **kwargs)
 
     monkeypatch.setattr(weasyprint.HTML, "write_pdf", spy)
-    statement_pdf(statement)
-    statement_pdf(statement)
+    statement_pdf_render(statement)
+    statement_pdf_render(statement)
     first, second = calls
     # With the subset Japanese font built, its @font-face stylesheet comes first.
     assert first["stylesheets"] == second["stylesheets"]
@@ -178,6 +186,57 @@ def test_pdfs_share_the_parsed_stylesheet_and_the_threads_font_configuration(
     thread.start()
     thread.join()
     assert other_thread[0] is not first["font_config"]
+
+
+# --- The PDF of an issued statement is kept -------------------------------------------------
+
+
+def test_every_download_hands_out_the_bytes_first_rendered(client, statement, monkeypatch):
+    url = reverse("portal:statement_pdf", args=[statement.pk])
+    first = client.get(url).content
+    renders = []
+    monkeypatch.setattr(documents, "html_pdf", lambda html: renders.append(html) or b"%PDF new")
+    with CaptureQueriesContext(connection) as queries:
+        again = client.get(url)
+    # Rendered again, WeasyPrint's output would differ: it stamps each PDF with its time.
+    assert again.content == first and renders == []
+    assert "invoicing_keptpdf" in queries[-1]["sql"]
+    # The session, the user, the membership, the statement, then only the kept PDF.
+    assert len(queries) == 5
+    assert KeptPdf.objects.get().statement == statement
+
+
+def test_the_statement_email_carries_the_kept_pdf(client, statement):
+    downloaded = client.get(reverse("portal:statement_pdf", args=[statement.pk])).content
+    assert statement_pdf(statement) == downloaded
+    assert KeptPdf.objects.count() == 1
+
+
+def test_two_first_renderings_at_once_hand_out_the_one_kept(statement):
+    """Another request kept its rendering while this one rendered: this one's is dropped,
+    and both hand out the same document."""
+
+    def render_while_another_keeps(document):
+        KeptPdf.objects.create(
+            statement=document, content=b"%PDF theirs", rendered_at=timezone.now()
+        )
+        return b"%PDF ours"
+
+    assert kept_pdf(statement, render_while_another_keeps) == b"%PDF theirs"
+    assert statement_pdf(statement) == b"%PDF theirs"
+    assert KeptPdf.objects.count() == 1
+
+
+def test_a_kept_pdf_is_final(statement):
+    statement_pdf(statement)
+    kept = KeptPdf.objects.get()
+    kept.content = b"%PDF altered"
+    with pytest.raises(ImmutableError):
+        kept.save()
+    with pytest.raises(ImmutableError):
+        kept.delete()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        KeptPdf.objects.create(content=b"%PDF", rendered_at=AFTER_ALL)  # of no document
 
 
 @pytest.mark.parametrize(
@@ -316,9 +375,9 @@ def test_a_statement_pdf_is_laid_out_as_with_weasyprints_own_stylesheet(statemen
     # The hook our stylesheet goes through: were it renamed, ours would silently not apply.
     assert callable(HTML._ua_stylesheets)
     statement.language = language
-    ours = statement_pdf(statement)
+    ours = statement_pdf_render(statement)
     with mock.patch.object(documents, "_document_class", lambda: HTML):
-        weasyprints = statement_pdf(statement)
+        weasyprints = statement_pdf_render(statement)
 
     def drawn(content: bytes) -> bytes:
         return PdfReader(io.BytesIO(content)).pages[0].get_contents().get_data()

@@ -12,7 +12,8 @@ from django.db import IntegrityError, InternalError, ProgrammingError, connectio
 
 from accounts.models import Company
 from billing.reconcile import reconcile
-from invoicing.models import Statement
+from invoicing.documents import statement_pdf
+from invoicing.models import KeptPdf, Statement
 from invoicing.runs import period_close
 from invoicing.services import statements_issue
 from tests.factories import CompanyFactory
@@ -127,3 +128,22 @@ def test_database_refuses_to_change_or_delete_an_issued_statement():
             cursor.execute(sql, [statement.pk])
     # Only the payment status may move (payments, later).
     Statement.objects.filter(pk=statement.pk).update(payment_status=Statement.PaymentStatus.PAID)
+
+
+def test_two_first_downloads_at_once_keep_one_pdf_and_hand_it_to_both():
+    [company] = postpaid_companies(1)
+    statements_issue(company_ids=[company.pk], year=2026, month=4, now=AFTER_ALL)
+    statement = Statement.objects.get()
+    first, second = run_together([lambda: statement_pdf(statement)] * 2)
+    kept = KeptPdf.objects.get()
+    assert first == second == bytes(kept.content)
+    for sql in (
+        "UPDATE invoicing_keptpdf SET content = 'x' WHERE id = %s",
+        "DELETE FROM invoicing_keptpdf WHERE id = %s",
+    ):
+        with (
+            pytest.raises((InternalError, ProgrammingError, IntegrityError), match="final"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [kept.pk])
