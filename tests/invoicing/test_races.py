@@ -115,17 +115,14 @@ def test_database_refuses_to_change_or_delete_an_issued_statement():
     [company] = postpaid_companies(1)
     statements_issue(company_ids=[company.pk], year=2026, month=4, now=AFTER_ALL)
     statement = Statement.objects.get()
-    for sql in (
-        "UPDATE invoicing_statement SET number = 'X' WHERE id = %s",
-        "DELETE FROM invoicing_statementline WHERE statement_id = %s",
-        "DELETE FROM invoicing_statement WHERE id = %s",
-    ):
-        with (
-            pytest.raises((InternalError, ProgrammingError, IntegrityError), match="final"),
-            transaction.atomic(),
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(sql, [statement.pk])
+    assert_refused_as_final(
+        [
+            "UPDATE invoicing_statement SET number = 'X' WHERE id = %s",
+            "DELETE FROM invoicing_statementline WHERE statement_id = %s",
+            "DELETE FROM invoicing_statement WHERE id = %s",
+        ],
+        statement.pk,
+    )
     # Only the payment status may move (payments, later).
     Statement.objects.filter(pk=statement.pk).update(payment_status=Statement.PaymentStatus.PAID)
 
@@ -137,13 +134,21 @@ def test_two_first_downloads_at_once_keep_one_pdf_and_hand_it_to_both():
     first, second = run_together([lambda: statement_pdf(statement)] * 2)
     kept = KeptPdf.objects.get()
     assert first == second == bytes(kept.content)
-    for sql in (
-        "UPDATE invoicing_keptpdf SET content = 'x' WHERE id = %s",
-        "DELETE FROM invoicing_keptpdf WHERE id = %s",
-    ):
+    assert_refused_as_final(
+        [
+            "UPDATE invoicing_keptpdf SET content = 'x' WHERE id = %s",
+            "DELETE FROM invoicing_keptpdf WHERE id = %s",
+        ],
+        kept.pk,
+    )
+
+
+def assert_refused_as_final(statements: list[str], pk: int) -> None:
+    """Each SQL statement, run on row ``pk``, is refused by the database's own rule."""
+    for sql in statements:
         with (
             pytest.raises((InternalError, ProgrammingError, IntegrityError), match="final"),
             transaction.atomic(),
             connection.cursor() as cursor,
         ):
-            cursor.execute(sql, [kept.pk])
+            cursor.execute(sql, [pk])
