@@ -82,6 +82,9 @@ def credits(request):
         context["balance"] = balance
         context["owed"] = -balance
     context.update(credits_page_context(request))  # "Register credit code", pending credit
+    from invoicing.selectors import company_topup_reminder  # invoicing builds on billing
+
+    context["topup_reminder"] = company_topup_reminder(company)
     return render(request, "portal/credits.html", context)
 
 

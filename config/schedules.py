@@ -24,6 +24,11 @@ PERIODIC_TASKS: dict[str, dict] = {
         "task": "invoicing.tasks.dunning_run_due",
         "crontab": {"minute": "35"},
     },
+    # Each minute: a top-up reminder should reach the customer before the credit is gone.
+    "Top-up reminders": {
+        "task": "invoicing.tasks.topup_reminders_check",
+        "crontab": {"minute": "*"},
+    },
     "Send billing emails whose task was lost": {
         "task": "invoicing.tasks.billing_emails_wake",
         "crontab": {"minute": "*/15"},

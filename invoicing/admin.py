@@ -38,6 +38,7 @@ from .models import (
     StatementLine,
     StatementRun,
     StatementRunItem,
+    TopUpReminder,
 )
 from .payments import payment_record, payment_reverse
 from .selectors import AGING_BUCKETS, receivables_aging
@@ -291,9 +292,30 @@ class BillingEmailAdmin(ReadOnlyAdmin):
         "statement__number",
         "statement__company__account_code",
         "block__company__account_code",
+        "topup_reminder__company__account_code",
     ]
     list_select_related = ["statement", "requested_by"]
-    readonly_fields = [*list_display, "block", "recipient_name", "claimed_at", "last_error"]
+    readonly_fields = [
+        *list_display,
+        "block",
+        "topup_reminder",
+        "below_since",
+        "recipient_name",
+        "claimed_at",
+        "last_error",
+    ]
+    exclude = []
+
+
+@admin.register(TopUpReminder)
+class TopUpReminderAdmin(ReadOnlyAdmin):
+    """The companies' top-up reminders, as their billing users set them in the portal (staff
+    read them; the emails they sent are among the billing emails)."""
+
+    list_display = ["company", "threshold", "recipients", "below_since", "updated_at"]
+    search_fields = ["company__account_code", "company__name"]
+    list_select_related = ["company"]
+    readonly_fields = [*list_display, "updated_by"]
     exclude = []
 
 

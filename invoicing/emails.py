@@ -1,7 +1,8 @@
 """Billing emails: each statement to the company's billing contacts when it is issued (and
 again when staff ask), reminders of overdue invoices, and notices that the company's use of
-the service is suspended (a block set) or resumed (that block lifted). Everything that
-writes a ``BillingEmail``.
+the service is suspended (a block set) or resumed (that block lifted); and to the
+recipients of a company's top-up reminder, that its credit fell below the threshold
+(``invoicing.topup``). Everything that writes a ``BillingEmail``.
 
 An email is a row first, then a message. Rows are queued in bulk (one query for the
 contacts, one insert, whatever the number of statements) and each is sent by its own task,
@@ -10,8 +11,9 @@ claims the row with one UPDATE that commits before the mail server is called (no
 across the network) and records the outcome afterwards; ``BillingEmail`` says what that
 guarantees when a task runs twice, twice at once, or dies half-way.
 
-Each email is in its recipient's language (``BillingContact.language``), as plain text and
-HTML. The statement email carries the statement's PDF in the language it was issued in: an
+Each email is in its recipient's language (``BillingContact.language``; a top-up
+reminder's recipients, who are addresses only, in the company's), as plain text and HTML.
+The statement email carries the statement's PDF in the language it was issued in: an
 issued document never changes.
 """
 
@@ -34,9 +36,10 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingContact, Company, CompanyBlock
+from billing.selectors import company_available
 
 from .documents import statement_pdf
-from .models import BillingEmail, Statement
+from .models import BillingEmail, Statement, TopUpReminder
 from .selectors import invoice_open_amount, operator_details
 
 Kind = BillingEmail.Kind
@@ -214,6 +217,40 @@ def block_emails_queue(*, block_id: int, kind: str, now: datetime | None = None)
     return email_ids
 
 
+def topup_emails_queue(*, reminder: TopUpReminder, now: datetime) -> list[int]:
+    """Queue the email of the fall of ``reminder``'s credit below its threshold that began
+    at ``reminder.below_since``, one to each of its recipients in the company's language,
+    sent once the caller's transaction commits (``invoicing.topup`` calls it in the one that
+    records the fall). Unique per fall and recipient."""
+    language = reminder.company.language or settings.LANGUAGE_CODE
+    BillingEmail.objects.bulk_create(
+        [
+            BillingEmail(
+                kind=Kind.TOPUP,
+                topup_reminder=reminder,
+                below_since=reminder.below_since,
+                recipient=address,
+                language=language,
+                created_at=now,
+            )
+            for address in reminder.recipients
+        ],
+        ignore_conflicts=True,
+    )
+    email_ids = list(
+        BillingEmail.objects.filter(
+            topup_reminder=reminder,
+            below_since=reminder.below_since,
+            kind=Kind.TOPUP,
+            status=Status.QUEUED,
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    _send_after_commit(email_ids)
+    return email_ids
+
+
 def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingContact]]:
     contacts: dict[int, list[BillingContact]] = defaultdict(list)
     for contact in BillingContact.objects.filter(company_id__in=list(set(company_ids))).order_by(
@@ -289,6 +326,8 @@ def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
     (the notice of that one's lifting follows)."""
     if email.kind in (Kind.BLOCKED, Kind.UNBLOCKED):
         return _block_message(email)
+    if email.kind == Kind.TOPUP:
+        return _topup_message(email)
     statement = email.statement
     with translation.override(email.language):
         if email.kind == Kind.REMINDER:
@@ -350,6 +389,43 @@ def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
             if email.kind == Kind.BLOCKED
             else _("Your account %(account)s is active again")
         ) % {"account": company.account_code}
+        text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
+        html = render_to_string(f"{template}.html", context)
+    message = EmailMultiAlternatives(
+        subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email.recipient]
+    )
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def _topup_message(email: BillingEmail) -> EmailMultiAlternatives | None:
+    """None when the fall is over before the email goes out (the credit came back, or the
+    reminder was stopped or set again): the customer has acted already."""
+    reminder = email.topup_reminder
+    company = reminder.company
+    available = company_available(company)
+    if (
+        reminder.below_since != email.below_since
+        or email.recipient not in reminder.recipients
+        or available is None
+        or available >= reminder.threshold
+    ):
+        return None
+    context = {
+        "email": email,
+        "company": company,
+        "available": available,
+        "threshold": reminder.threshold,
+        "operator": operator_details(),
+        "credits_url": _portal_url("portal:credits"),
+        "reminder_url": _portal_url("portal:topup_reminder"),
+    }
+    template = "invoicing/email/topup_reminder"
+    with translation.override(email.language):
+        subject = _("The credit of your account %(account)s is below %(threshold)s") % {
+            "account": company.account_code,
+            "threshold": str(reminder.threshold),  # in the language in force
+        }
         text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
         html = render_to_string(f"{template}.html", context)
     message = EmailMultiAlternatives(

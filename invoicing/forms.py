@@ -80,3 +80,27 @@ class PaymentForm(forms.Form):
         )
         if company_id:
             self.fields["company"].initial = company_id
+
+
+class TopUpReminderForm(forms.Form):
+    """The portal's top-up reminder: the amount in the company's currency and the
+    addresses, one per line (or separated by commas). The service checks the rest."""
+
+    threshold = forms.DecimalField(
+        label=_("Remind me when my available credit falls below"),
+        max_digits=19,
+        decimal_places=4,
+    )
+    recipients = forms.CharField(
+        label=_("Email addresses"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text=_("One per line, at most five."),
+    )
+
+    def addresses(self) -> list[str]:
+        return [
+            part
+            for line in self.cleaned_data["recipients"].splitlines()
+            for part in line.split(",")
+        ]

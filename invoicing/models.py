@@ -527,18 +527,59 @@ class PaymentAllocation(models.Model):
         return f"{source} → {self.statement_id}: {self.amount}"
 
 
+class TopUpReminder(models.Model):
+    """A company's top-up reminder: one email to ``recipients`` when the credit the company
+    can still spend (``billing.selectors.company_available``) falls below ``threshold``, and
+    the next only once it has been back at or above it (``invoicing.topup``)."""
+
+    company = models.OneToOneField(
+        Company,
+        on_delete=models.PROTECT,
+        related_name="topup_reminder",
+        verbose_name=_("company"),
+    )
+    threshold = money_field(_("remind below"))
+    recipients = models.JSONField(_("recipients"), default=list)  # email addresses
+    # Since when the credit has been below the threshold, as the check saw it (the emails
+    # of that fall were queued then); None while it is at or above: the reminder is armed.
+    below_since = models.DateTimeField(_("below since"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"))
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("updated by"),
+    )
+
+    class Meta:
+        verbose_name = _("top-up reminder")
+        verbose_name_plural = _("top-up reminders")
+        constraints = [
+            models.CheckConstraint(
+                name="topup_reminder_threshold_positive", condition=Q(threshold__gt=0)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.company}: below {self.threshold}"
+
+
 class BillingEmail(models.Model):
     """One email to one billing contact: a statement when it is issued (or again when staff
-    ask), a reminder that an invoice is overdue, or a notice that the company's use of the
-    service is suspended (a block set) or resumed (that block lifted).
+    ask), a reminder that an invoice is overdue, a notice that the company's use of the
+    service is suspended (a block set) or resumed (that block lifted), or, to a recipient of
+    the company's top-up reminder, that its credit fell below the reminder's threshold.
 
     The row is written before the message is sent, and is what makes sending safe to repeat:
     the automatic emails are unique per statement, recipient and kind (and, for reminders,
-    days after the due date); a send first claims the row (queued or failed → sending, one
-    UPDATE), so a task run twice, or twice at once, sends once. A worker that dies after the
-    mail server took the message but before the row says sent leaves it "sending"; once that
-    claim is older than ``invoicing.emails.CLAIM_TIMEOUT`` it is sent again: at worst one
-    duplicate, never a lost email.
+    days after the due date; for top-up emails, per fall below the threshold); a send first
+    claims the row (queued or failed → sending, one UPDATE), so a task run twice, or twice
+    at once, sends once. A worker that dies after the mail server took the message but
+    before the row says sent leaves it "sending"; once that claim is older than
+    ``invoicing.emails.CLAIM_TIMEOUT`` it is sent again: at worst one duplicate, never a
+    lost email.
     """
 
     class Kind(models.TextChoices):
@@ -547,6 +588,8 @@ class BillingEmail(models.Model):
         # The company's use was suspended (a block set), or resumed (that block lifted).
         BLOCKED = "blocked", _("Company blocked")
         UNBLOCKED = "unblocked", _("Company unblocked")
+        # The company's credit fell below its top-up reminder's threshold.
+        TOPUP = "topup", _("Top-up reminder")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -574,6 +617,16 @@ class BillingEmail(models.Model):
         related_name="emails",
         verbose_name=_("block"),
     )
+    # The reminder of a top-up email, and the fall below its threshold the email is about.
+    topup_reminder = models.ForeignKey(
+        TopUpReminder,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="emails",
+        verbose_name=_("top-up reminder"),
+    )
+    below_since = models.DateTimeField(_("below since"), null=True, blank=True)
     recipient = models.EmailField(_("recipient"))
     recipient_name = models.CharField(_("recipient name"), max_length=200, blank=True)
     language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES)
@@ -622,12 +675,32 @@ class BillingEmail(models.Model):
                 condition=Q(kind="reminder", reminder_days__isnull=False)
                 | ~Q(kind="reminder") & Q(reminder_days__isnull=True),
             ),
+            models.UniqueConstraint(
+                fields=["topup_reminder", "below_since", "recipient"],
+                condition=Q(kind="topup"),
+                name="billing_email_topup_once_per_fall_and_recipient",
+            ),
             models.CheckConstraint(
-                name="billing_email_about_a_statement_or_a_block",
+                name="billing_email_about_one_thing",
                 condition=Q(
-                    kind__in=["statement", "reminder"], statement__isnull=False, block__isnull=True
+                    kind__in=["statement", "reminder"],
+                    statement__isnull=False,
+                    block__isnull=True,
+                    topup_reminder__isnull=True,
                 )
-                | Q(kind__in=["blocked", "unblocked"], statement__isnull=True, block__isnull=False),
+                | Q(
+                    kind__in=["blocked", "unblocked"],
+                    statement__isnull=True,
+                    block__isnull=False,
+                    topup_reminder__isnull=True,
+                )
+                | Q(
+                    kind="topup",
+                    statement__isnull=True,
+                    block__isnull=True,
+                    topup_reminder__isnull=False,
+                    below_since__isnull=False,
+                ),
             ),
         ]
         indexes = [
@@ -640,7 +713,12 @@ class BillingEmail(models.Model):
         ]
 
     def __str__(self) -> str:
-        about = self.statement_id or f"block {self.block_id}"
+        if self.statement_id:
+            about = self.statement_id
+        elif self.block_id:
+            about = f"block {self.block_id}"
+        else:
+            about = f"top-up reminder {self.topup_reminder_id}"
         return f"{self.get_kind_display()} {about} → {self.recipient}"
 
 

@@ -22,6 +22,7 @@ from .models import (
     PaymentAllocation,
     Statement,
     StatementLine,
+    TopUpReminder,
 )
 from .statement_content import usage_window_start
 
@@ -597,3 +598,8 @@ def receivables_aging(now: datetime) -> AgingReport:
         rows=sorted(rows.values(), key=lambda row: (row.currency, lateness(row))),
         totals=[totals[currency] for currency in sorted(totals)],
     )
+
+
+def company_topup_reminder(company: Company) -> TopUpReminder | None:
+    """The company's top-up reminder, or None when it has none or stopped it (one query)."""
+    return TopUpReminder.objects.filter(company=company).exclude(recipients=[]).first()

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.models import Company
 
-from . import emails
+from . import emails, topup
 from .dunning import dunning_run
 from .models import StatementRun
 from .runs import run_issue, run_pending, run_prepare, run_refresh
@@ -135,3 +135,11 @@ def dunning_run_batch(company_ids: list[int]) -> int:
     """Remind and block for these companies' overdue invoices (one transaction); returns the
     number of reminder emails queued."""
     return len(dunning_run(company_ids=company_ids).reminders)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def topup_reminders_check() -> int:
+    """Every minute: queue the emails of the top-up reminders whose company's credit fell
+    below their threshold, and arm again those whose credit came back. Safe to run twice or
+    at once (``invoicing.topup``). Returns the number of falls emailed."""
+    return len(topup.topup_reminders_check().fallen)

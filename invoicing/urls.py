@@ -12,4 +12,5 @@ urlpatterns = [
     path("payments/", views.payment_history, name="payments"),
     path("payments/<int:pk>/receipt/", views.payment_receipt_download, name="payment_receipt"),
     path("credit-notes/<int:pk>/pdf/", views.credit_note_pdf_download, name="credit_note_pdf"),
+    path("credits/top-up-reminder/", views.topup_reminder, name="topup_reminder"),
 ]

@@ -1,13 +1,19 @@
 """Portal pages of invoicing: the statements list, a statement's web view, its PDF and the
-CSV of its detail records; the payment history with its receipts and credit notes. Every
-document is looked up through ``request.company``, so another company's is a 404."""
+CSV of its detail records; the payment history with its receipts and credit notes; the
+top-up reminder. Every document is looked up through ``request.company``, so another
+company's is a 404."""
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from djmoney.money import Money
 
 from accounts.portal import portal_view
+from billing.selectors import company_available
 
 from .documents import (
     credit_note_pdf,
@@ -16,13 +22,16 @@ from .documents import (
     statement_csv_rows,
     statement_pdf,
 )
+from .forms import TopUpReminderForm
 from .models import CreditNote, Payment, Statement
 from .selectors import (
     company_credit_notes,
     company_payments,
     company_statements,
+    company_topup_reminder,
     payment_history_rows,
 )
+from .topup import TopUpReminderError, topup_reminder_remove, topup_reminder_set
 
 PAYMENTS_PER_PAGE = 25
 
@@ -102,3 +111,53 @@ def credit_note_pdf_download(request, pk: int):
 
 def credit_note_response(note: CreditNote) -> HttpResponse:
     return _pdf_inline(credit_note_pdf(note), note.number)
+
+
+@portal_view("manage_billing")
+def topup_reminder(request):
+    """GET: the reminder's form, filled in with the reminder as it is (or the user's own
+    address). POST: set it (a refused amount or address shows the form again, 400), or stop
+    it (``action=stop``); then back to Credits."""
+    company = request.company
+    reminder = company_topup_reminder(company)
+    if request.method == "POST" and request.POST.get("action") == "stop":
+        if topup_reminder_remove(company=company):
+            messages.success(request, _("The top-up reminder is stopped."))
+        return redirect(reverse("portal:credits") + "#topup")
+    if reminder is not None:
+        initial = {
+            "threshold": reminder.threshold.amount,
+            "recipients": "\n".join(reminder.recipients),
+        }
+    else:
+        initial = {"recipients": request.user.email}
+    form = TopUpReminderForm(request.POST if request.method == "POST" else None, initial=initial)
+    status = 200
+    if form.is_bound:
+        status = 400
+        if form.is_valid():
+            try:
+                saved = topup_reminder_set(
+                    company=company,
+                    threshold=Money(form.cleaned_data["threshold"], company.currency),
+                    recipients=form.addresses(),
+                    actor=request.user,
+                )
+            except TopUpReminderError as error:
+                form.add_error(error.field, str(error))
+            else:
+                messages.success(
+                    request,
+                    _(
+                        "We will email %(addresses)s when your available credit falls below "
+                        "%(threshold)s."
+                    )
+                    % {"addresses": ", ".join(saved.recipients), "threshold": saved.threshold},
+                )
+                return redirect(reverse("portal:credits") + "#topup")
+    return render(
+        request,
+        "portal/topup_reminder.html",
+        {"form": form, "reminder": reminder, "available": company_available(company)},
+        status=status,
+    )

@@ -345,9 +345,9 @@ def test_empty_filter_says_so(client, at_now):
 # --- Cost and isolation -------------------------------------------------------------------
 
 # Session, user, membership, the switcher; history count and page; lots; available, spend and
-# balance or runway lots; credit pending for the next invoice (vouchers). Measured, and the
-# same with 1 row or 100.
-QUERIES = 12
+# balance or runway lots; credit pending for the next invoice (vouchers); the top-up
+# reminder. Measured, and the same with 1 row or 100.
+QUERIES = 13
 
 
 @pytest.mark.parametrize("mode", [Company.Mode.PREPAID, Company.Mode.POSTPAID])

@@ -1,21 +1,26 @@
 """Races run for real against PostgreSQL: threads with their own connections released by a
 barrier. Numbers stay gapless when some issuing transactions roll back, and closing a month
-twice at once issues one statement per company."""
+twice at once issues one statement per company; a PDF and a top-up fall are each kept
+once when two ask at once."""
 
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import IntegrityError, InternalError, ProgrammingError, connection, transaction
+from djmoney.money import Money
 
 from accounts.models import Company
 from billing.reconcile import reconcile
+from billing.services import ledger
 from invoicing.documents import statement_pdf
-from invoicing.models import KeptPdf, Statement
+from invoicing.models import BillingEmail, KeptPdf, Statement
 from invoicing.runs import period_close
 from invoicing.services import statements_issue
+from invoicing.topup import topup_reminder_set, topup_reminders_check
 from tests.factories import CompanyFactory
 
 from .helpers import fee, usage
@@ -152,3 +157,36 @@ def assert_refused_as_final(statements: list[str], pk: int) -> None:
             connection.cursor() as cursor,
         ):
             cursor.execute(sql, [pk])
+
+
+def test_two_top_up_checks_at_once_queue_one_email_per_recipient():
+    company = CompanyFactory(mode=Company.Mode.PREPAID)
+    ledger.credits_grant(
+        company=company,
+        amount=Money(Decimal(10000), "JPY"),
+        source="purchase",
+        idempotency_key="g1",
+        description="Credits",
+        now=AFTER_ALL,
+    )
+    topup_reminder_set(
+        company=company,
+        threshold=Money(Decimal(5000), "JPY"),
+        recipients=["ops@example.com", "cfo@example.com"],
+        now=AFTER_ALL,
+    )
+    ledger.company_charge(
+        company=company,
+        amount=Money(Decimal(6000), "JPY"),
+        revenue="voice",
+        idempotency_key="c1",
+        description="Usage",
+        now=AFTER_ALL,
+    )
+    results = run_together([lambda: topup_reminders_check(now=AFTER_ALL)] * 2)
+    assert sorted(len(result.fallen) for result in results) == [0, 1]
+    assert sorted(
+        BillingEmail.objects.filter(kind=BillingEmail.Kind.TOPUP).values_list(
+            "recipient", flat=True
+        )
+    ) == ["cfo@example.com", "ops@example.com"]
