@@ -9,7 +9,8 @@ each invoice is paid by bank transfer three days before its due date, recorded o
 so each statement shows the payments of its month, the Payment history has receipts and no
 demo company is overdue. ``seed_demo`` runs this as the simulated days pass
 (``billing.demo.seed_billing``'s ``midday``), so the ledger holds it in the order it happened.
-The postpaid demo company also has one credit note, on its latest invoice.
+The postpaid demo company also has one credit note, on its latest invoice; the prepaid one a
+top-up reminder.
 """
 
 from datetime import UTC, datetime, time, timedelta
@@ -21,10 +22,11 @@ from billing.demo import DAYS
 from billing.money import quantize_amount
 
 from .credit_notes import credit_note_issue
-from .models import OPEN_PAYMENT_STATUSES, CreditNote, Statement
+from .models import OPEN_PAYMENT_STATUSES, CreditNote, Statement, TopUpReminder
 from .payments import payment_record
 from .runs import period_close
 from .selectors import open_amounts
+from .topup import topup_reminder_set
 
 DEMO_COMPANIES = ("acme-prepaid", "kumo-postpaid", "globex-usd")
 
@@ -105,5 +107,19 @@ def seed_credit_note(now: datetime) -> CreditNote | None:
         actor=None,
         statement=invoice,
         idempotency_key=f"demo-credit-note:{invoice.pk}",
+        now=now,
+    )
+
+
+def seed_topup_reminder(now: datetime) -> TopUpReminder | None:
+    """Acme's billing team hears when its credit falls below ¥10,000. Idempotent: a reminder
+    already there (or stopped in the portal) is left as it is."""
+    company = Company.objects.filter(account_code="acme-prepaid").first()
+    if company is None or TopUpReminder.objects.filter(company=company).exists():
+        return None
+    return topup_reminder_set(
+        company=company,
+        threshold=Money(10000, "JPY"),
+        recipients=["alice@acme.example", "billing@acme.example"],
         now=now,
     )

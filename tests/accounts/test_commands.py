@@ -1,4 +1,5 @@
 import itertools
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -10,7 +11,7 @@ from billing.models import CreditLot, LedgerAccount, LedgerTransaction
 from billing.reconcile import reconcile
 from billing.selectors import company_transactions
 from config.schedules import PERIODIC_TASKS
-from invoicing.models import CreditNote, Payment, Statement
+from invoicing.models import CreditNote, Payment, Statement, TopUpReminder
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +40,9 @@ def _snapshot():
         "lots": sorted(CreditLot.objects.values_list("company_id", "source", "remaining")),
         "statements": sorted(
             Statement.objects.values_list("company__account_code", "number", "closing_balance")
+        ),
+        "topup_reminders": sorted(
+            TopUpReminder.objects.values_list("company__account_code", "threshold", "recipients")
         ),
     }
 
@@ -77,6 +81,10 @@ def test_seed_demo_twice_leaves_the_same_data(capsys):
     # One goodwill credit note, settling part of the latest invoice.
     note = CreditNote.objects.get(company__account_code="kumo-postpaid")
     assert note.allocations.get().statement == note.statement
+    # Acme's billing team is reminded below ¥10,000, which its credit is above.
+    assert first["topup_reminders"] == [
+        ("acme-prepaid", Decimal(10000), ["alice@acme.example", "billing@acme.example"])
+    ]
     assert reconcile().ok
     # History was posted in the order it happened: in each company's credit history, newest
     # first, every balance after is the one below it plus the row's amount.

@@ -4,7 +4,12 @@ from django.utils import timezone
 
 from accounts.demo import seed_accounts
 from billing.demo import seed_billing
-from invoicing.demo import seed_credit_note, seed_payments, seed_statements
+from invoicing.demo import (
+    seed_credit_note,
+    seed_payments,
+    seed_statements,
+    seed_topup_reminder,
+)
 from vouchers.demo import seed_vouchers
 
 
@@ -20,6 +25,7 @@ class Command(BaseCommand):
             seed_statements(now=now)
             seed_payments(now=now)
             seed_credit_note(now=now)
+            seed_topup_reminder(now=now)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Logins:"))
         for login in logins:
             self.stdout.write(
