@@ -86,17 +86,19 @@ class TopUpReminderForm(forms.Form):
     """The portal's top-up reminder: the amount in the company's currency and the
     addresses, one per line (or separated by commas). The service checks the rest."""
 
-    threshold = forms.DecimalField(
-        label=_("Remind me when my available credit falls below"),
-        max_digits=19,
-        decimal_places=4,
-    )
+    threshold = forms.DecimalField(max_digits=19, decimal_places=4)
     recipients = forms.CharField(
         label=_("Email addresses"),
         widget=forms.Textarea(attrs={"rows": 3}),
         max_length=2000,
         help_text=_("One per line, at most five."),
     )
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["threshold"].label = _(
+            "Remind me when my available credit falls below (%(currency)s)"
+        ) % {"currency": currency}
 
     def addresses(self) -> list[str]:
         return [

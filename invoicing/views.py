@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from djmoney.money import Money
 
 from accounts.portal import portal_view
+from billing.money import quantize_amount
 from billing.selectors import company_available
 
 from .documents import (
@@ -126,12 +127,17 @@ def topup_reminder(request):
         return redirect(reverse("portal:credits") + "#topup")
     if reminder is not None:
         initial = {
-            "threshold": reminder.threshold.amount,
+            # As the currency writes it ("10000" yen, "12.50" dollars), not as the column keeps it.
+            "threshold": quantize_amount(reminder.threshold.amount, company.currency),
             "recipients": "\n".join(reminder.recipients),
         }
     else:
         initial = {"recipients": request.user.email}
-    form = TopUpReminderForm(request.POST if request.method == "POST" else None, initial=initial)
+    form = TopUpReminderForm(
+        request.POST if request.method == "POST" else None,
+        initial=initial,
+        currency=company.currency,
+    )
     status = 200
     if form.is_bound:
         status = 400

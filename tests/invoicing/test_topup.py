@@ -308,7 +308,10 @@ def test_a_refused_amount_shows_the_form_again_with_the_reason(client, prepaid):
 def test_stopping_in_the_portal(client, prepaid):
     remind(prepaid)
     signed_in(client, prepaid)
-    assert "Stop the reminder" in client.get(URL).text
+    page = client.get(URL).text
+    assert "Stop the reminder" in page
+    # The amount as yen are written, not as the column keeps it (5000.0000).
+    assert 'value="5000"' in page and "falls below (JPY)" in page
     response = client.post(URL, {"action": "stop"})
     assert response.status_code == 302
     assert TopUpReminder.objects.get().recipients == []
