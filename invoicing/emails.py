@@ -301,9 +301,9 @@ def billing_email_send(*, email_id: int, now: datetime | None = None) -> bool:
     )
     if not claimed:
         return False
-    email = BillingEmail.objects.select_related("statement__company", "block__company").get(
-        pk=email_id
-    )
+    email = BillingEmail.objects.select_related(
+        "statement__company", "block__company", "topup_reminder__company"
+    ).get(pk=email_id)
     this_claim = BillingEmail.objects.filter(pk=email_id, status=Status.SENDING, claimed_at=now)
     try:
         message = billing_email_message(email)
@@ -322,8 +322,8 @@ def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
     """The message of ``email`` in its recipient's language, or None when it is not needed
     any more: a reminder whose invoice has been paid, a block notice whose block was lifted
     before it went out (and the notice of that lifting, since the recipient never heard of
-    the block), or an unblock notice while the company is still blocked for another reason
-    (the notice of that one's lifting follows)."""
+    the block), an unblock notice while the company is still blocked for another reason
+    (the notice of that one's lifting follows), or a top-up email whose fall is over."""
     if email.kind in (Kind.BLOCKED, Kind.UNBLOCKED):
         return _block_message(email)
     if email.kind == Kind.TOPUP:
@@ -345,13 +345,7 @@ def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
                 else _("Your account statement %(number)s from %(operator)s")
             ) % {"number": statement.number, "operator": settings.OPERATOR_NAME}
             context = _context(email)
-        # Template tags leave blank lines where a part is left out: at most one in a row.
-        text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
-        html = render_to_string(f"{template}.html", context)
-    message = EmailMultiAlternatives(
-        subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email.recipient]
-    )
-    message.attach_alternative(html, "text/html")
+    message = _rendered(email, subject, template, context)
     if email.kind == Kind.STATEMENT:
         message.attach(f"{statement.number}.pdf", statement_pdf(statement), "application/pdf")
     return message
@@ -389,13 +383,7 @@ def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
             if email.kind == Kind.BLOCKED
             else _("Your account %(account)s is active again")
         ) % {"account": company.account_code}
-        text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
-        html = render_to_string(f"{template}.html", context)
-    message = EmailMultiAlternatives(
-        subject=subject, body=text, from_email=settings.DEFAULT_FROM_EMAIL, to=[email.recipient]
-    )
-    message.attach_alternative(html, "text/html")
-    return message
+    return _rendered(email, subject, template, context)
 
 
 def _topup_message(email: BillingEmail) -> EmailMultiAlternatives | None:
@@ -426,6 +414,16 @@ def _topup_message(email: BillingEmail) -> EmailMultiAlternatives | None:
             "account": company.account_code,
             "threshold": str(reminder.threshold),  # in the language in force
         }
+    return _rendered(email, subject, template, context)
+
+
+def _rendered(
+    email: BillingEmail, subject: str, template: str, context: dict
+) -> EmailMultiAlternatives:
+    """The message of ``email``: ``template``'s text and HTML in the email's language, under
+    ``subject`` (which the caller has put in that language)."""
+    with translation.override(email.language):
+        # Template tags leave blank lines where a part is left out: at most one in a row.
         text = BLANK_LINES.sub("\n\n", render_to_string(f"{template}.txt", context)).strip()
         html = render_to_string(f"{template}.html", context)
     message = EmailMultiAlternatives(
