@@ -29,6 +29,10 @@ PERIODIC_TASKS: dict[str, dict] = {
         "task": "invoicing.tasks.topup_reminders_check",
         "crontab": {"minute": "*"},
     },
+    "Credit expiring soon (notices)": {
+        "task": "invoicing.tasks.expiry_notices_due",
+        "crontab": {"minute": "45"},
+    },
     "Send billing emails whose task was lost": {
         "task": "invoicing.tasks.billing_emails_wake",
         "crontab": {"minute": "*/15"},

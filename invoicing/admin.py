@@ -293,6 +293,7 @@ class BillingEmailAdmin(ReadOnlyAdmin):
         "statement__company__account_code",
         "block__company__account_code",
         "topup_reminder__company__account_code",
+        "lot__company__account_code",
     ]
     list_select_related = ["statement", "requested_by"]
     readonly_fields = [
@@ -300,6 +301,7 @@ class BillingEmailAdmin(ReadOnlyAdmin):
         "block",
         "topup_reminder",
         "below_since",
+        "lot",
         "recipient_name",
         "claimed_at",
         "last_error",

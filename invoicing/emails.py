@@ -1,8 +1,9 @@
 """Billing emails: each statement to the company's billing contacts when it is issued (and
 again when staff ask), reminders of overdue invoices, and notices that the company's use of
-the service is suspended (a block set) or resumed (that block lifted); and to the
-recipients of a company's top-up reminder, that its credit fell below the threshold
-(``invoicing.topup``). Everything that writes a ``BillingEmail``.
+the service is suspended (a block set) or resumed (that block lifted), or that credit left
+in a lot expires soon (``invoicing.expiry_notices``); and to the recipients of a company's
+top-up reminder, that its credit fell below the threshold (``invoicing.topup``).
+Everything that writes a ``BillingEmail``.
 
 An email is a row first, then a message. Rows are queued in bulk (one query for the
 contacts, one insert, whatever the number of statements) and each is sent by its own task,
@@ -36,6 +37,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import BillingContact, Company, CompanyBlock
+from billing.models import CreditLot
 from billing.selectors import company_available
 
 from .documents import statement_pdf
@@ -251,6 +253,30 @@ def topup_emails_queue(*, reminder: TopUpReminder, now: datetime) -> list[int]:
     return email_ids
 
 
+def expiry_emails_queue(*, lots: Sequence[CreditLot], now: datetime) -> list[int]:
+    """Queue the expiry notice of each of ``lots`` to each billing contact of its company,
+    sent once the caller's transaction commits; returns the ids queued. Once per lot and
+    contact, ever (``invoicing.expiry_notices``)."""
+    contacts = _contacts_by_company(lot.company_id for lot in lots)
+    BillingEmail.objects.bulk_create(
+        [
+            _email_to(contact, kind=Kind.EXPIRING, now=now, lot=lot)
+            for lot in lots
+            for contact in contacts[lot.company_id]
+        ],
+        ignore_conflicts=True,
+    )
+    email_ids = list(
+        BillingEmail.objects.filter(
+            lot__in=[lot.pk for lot in lots], kind=Kind.EXPIRING, status=Status.QUEUED
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+    )
+    _send_after_commit(email_ids)
+    return email_ids
+
+
 def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingContact]]:
     contacts: dict[int, list[BillingContact]] = defaultdict(list)
     for contact in BillingContact.objects.filter(company_id__in=list(set(company_ids))).order_by(
@@ -302,7 +328,7 @@ def billing_email_send(*, email_id: int, now: datetime | None = None) -> bool:
     if not claimed:
         return False
     email = BillingEmail.objects.select_related(
-        "statement__company", "block__company", "topup_reminder__company"
+        "statement__company", "block__company", "topup_reminder__company", "lot__company"
     ).get(pk=email_id)
     this_claim = BillingEmail.objects.filter(pk=email_id, status=Status.SENDING, claimed_at=now)
     try:
@@ -323,11 +349,14 @@ def billing_email_message(email: BillingEmail) -> EmailMultiAlternatives | None:
     any more: a reminder whose invoice has been paid, a block notice whose block was lifted
     before it went out (and the notice of that lifting, since the recipient never heard of
     the block), an unblock notice while the company is still blocked for another reason
-    (the notice of that one's lifting follows), or a top-up email whose fall is over."""
+    (the notice of that one's lifting follows), a top-up email whose fall is over, or an
+    expiry notice whose lot has nothing left to lose."""
     if email.kind in (Kind.BLOCKED, Kind.UNBLOCKED):
         return _block_message(email)
     if email.kind == Kind.TOPUP:
         return _topup_message(email)
+    if email.kind == Kind.EXPIRING:
+        return _expiring_message(email)
     statement = email.statement
     with translation.override(email.language):
         if email.kind == Kind.REMINDER:
@@ -415,6 +444,32 @@ def _topup_message(email: BillingEmail) -> EmailMultiAlternatives | None:
             "threshold": str(reminder.threshold),  # in the language in force
         }
     return _rendered(email, subject, template, context)
+
+
+def _expiring_message(email: BillingEmail) -> EmailMultiAlternatives | None:
+    """None when the lot has nothing left to lose by the time the email goes out (spent, or
+    expired already: the expiry itself is on the next statement)."""
+    lot = email.lot
+    company = lot.company
+    if lot.remaining.amount <= 0 or lot.expires_at <= timezone.now():
+        return None
+    context = {
+        "email": email,
+        "company": company,
+        "lot": lot,
+        # When, in the company's own time and zone, spelt the same in every language.
+        "expires": f"{lot.expires_at.astimezone(company.tzinfo):%Y-%m-%d %H:%M} "
+        f"({company.billing_timezone})",
+        "operator": operator_details(),
+        "credits_url": _portal_url("portal:credits"),
+    }
+    with translation.override(email.language):
+        subject = _("%(amount)s of credit of your account %(account)s expires on %(date)s") % {
+            "amount": str(lot.remaining),
+            "account": company.account_code,
+            "date": f"{lot.expires_at.astimezone(company.tzinfo):%Y-%m-%d}",
+        }
+    return _rendered(email, subject, "invoicing/email/credit_expiring", context)
 
 
 def _rendered(

@@ -22,7 +22,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Company, CompanyBlock
-from billing.models import LedgerTransaction, money_field
+from billing.models import CreditLot, LedgerTransaction, money_field
 
 
 class ImmutableError(Exception):
@@ -569,12 +569,14 @@ class TopUpReminder(models.Model):
 class BillingEmail(models.Model):
     """One email to one billing contact: a statement when it is issued (or again when staff
     ask), a reminder that an invoice is overdue, a notice that the company's use of the
-    service is suspended (a block set) or resumed (that block lifted), or, to a recipient of
-    the company's top-up reminder, that its credit fell below the reminder's threshold.
+    service is suspended (a block set) or resumed (that block lifted), that credit left in
+    a lot expires soon, or, to a recipient of the company's top-up reminder, that its credit
+    fell below the reminder's threshold.
 
     The row is written before the message is sent, and is what makes sending safe to repeat:
     the automatic emails are unique per statement, recipient and kind (and, for reminders,
-    days after the due date; for top-up emails, per fall below the threshold); a send first
+    days after the due date; for top-up emails, per fall below the threshold; for expiry
+    notices, per lot); a send first
     claims the row (queued or failed → sending, one UPDATE), so a task run twice, or twice
     at once, sends once. A worker that dies after the mail server took the message but
     before the row says sent leaves it "sending"; once that claim is older than
@@ -590,6 +592,8 @@ class BillingEmail(models.Model):
         UNBLOCKED = "unblocked", _("Company unblocked")
         # The company's credit fell below its top-up reminder's threshold.
         TOPUP = "topup", _("Top-up reminder")
+        # A credit lot with credit left expires soon.
+        EXPIRING = "expiring", _("Credit expiring soon")
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -627,6 +631,15 @@ class BillingEmail(models.Model):
         verbose_name=_("top-up reminder"),
     )
     below_since = models.DateTimeField(_("below since"), null=True, blank=True)
+    # The credit lot of an expiry notice.
+    lot = models.ForeignKey(
+        CreditLot,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("credit lot"),
+    )
     recipient = models.EmailField(_("recipient"))
     recipient_name = models.CharField(_("recipient name"), max_length=200, blank=True)
     language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES)
@@ -680,6 +693,11 @@ class BillingEmail(models.Model):
                 condition=Q(kind="topup"),
                 name="billing_email_topup_once_per_fall_and_recipient",
             ),
+            models.UniqueConstraint(
+                fields=["lot", "recipient"],
+                condition=Q(kind="expiring"),
+                name="billing_email_expiring_once_per_lot_and_recipient",
+            ),
             models.CheckConstraint(
                 name="billing_email_about_one_thing",
                 condition=Q(
@@ -687,12 +705,14 @@ class BillingEmail(models.Model):
                     statement__isnull=False,
                     block__isnull=True,
                     topup_reminder__isnull=True,
+                    lot__isnull=True,
                 )
                 | Q(
                     kind__in=["blocked", "unblocked"],
                     statement__isnull=True,
                     block__isnull=False,
                     topup_reminder__isnull=True,
+                    lot__isnull=True,
                 )
                 | Q(
                     kind="topup",
@@ -700,6 +720,14 @@ class BillingEmail(models.Model):
                     block__isnull=True,
                     topup_reminder__isnull=False,
                     below_since__isnull=False,
+                    lot__isnull=True,
+                )
+                | Q(
+                    kind="expiring",
+                    statement__isnull=True,
+                    block__isnull=True,
+                    topup_reminder__isnull=True,
+                    lot__isnull=False,
                 ),
             ),
         ]
@@ -717,6 +745,8 @@ class BillingEmail(models.Model):
             about = self.statement_id
         elif self.block_id:
             about = f"block {self.block_id}"
+        elif self.lot_id:
+            about = f"lot {self.lot_id}"
         else:
             about = f"top-up reminder {self.topup_reminder_id}"
         return f"{self.get_kind_display()} {about} → {self.recipient}"

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.models import Company
 
-from . import emails, topup
+from . import emails, expiry_notices, topup
 from .dunning import dunning_run
 from .models import StatementRun
 from .runs import run_issue, run_pending, run_prepare, run_refresh
@@ -143,3 +143,10 @@ def topup_reminders_check() -> int:
     below their threshold, and arm again those whose credit came back. Safe to run twice or
     at once (``invoicing.topup``). Returns the number of falls emailed."""
     return len(topup.topup_reminders_check().fallen)
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def expiry_notices_due() -> int:
+    """Every hour: tell the billing contacts of the credit left in lots that expire soon,
+    once per lot and contact (``invoicing.expiry_notices``). Returns the emails queued."""
+    return len(expiry_notices.expiry_notices_queue())

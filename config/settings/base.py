@@ -219,6 +219,9 @@ TOLLGATE_OVERDUE_REMINDER_DAYS = sorted(
     {int(day) for day in env.list("TOLLGATE_OVERDUE_REMINDER_DAYS", default=["1", "7", "14"])}
 )
 TOLLGATE_OVERDUE_BLOCK_AFTER_DAYS = env.int("TOLLGATE_OVERDUE_BLOCK_AFTER_DAYS", default=21)
+# How many days before a credit lot expires its company's billing contacts are told of the
+# credit left in it (``invoicing.expiry_notices``).
+TOLLGATE_EXPIRY_NOTICE_DAYS = env.int("TOLLGATE_EXPIRY_NOTICE_DAYS", default=7)
 # Companies checked in one database transaction (their rows locked until it commits).
 TOLLGATE_DUNNING_BATCH = env.int("TOLLGATE_DUNNING_BATCH", default=200)
 # In statement and reminder emails: how to pay by bank transfer (account details, lines

@@ -1,11 +1,11 @@
 """Races run for real against PostgreSQL: threads with their own connections released by a
 barrier. Numbers stay gapless when some issuing transactions roll back, and closing a month
 twice at once issues one statement per company; a PDF and a top-up fall are each kept
-once when two ask at once."""
+once, and an expiry notice sent once, when two ask at once."""
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -17,11 +17,12 @@ from accounts.models import Company
 from billing.reconcile import reconcile
 from billing.services import ledger
 from invoicing.documents import statement_pdf
+from invoicing.expiry_notices import expiry_notices_queue
 from invoicing.models import BillingEmail, KeptPdf, Statement
 from invoicing.runs import period_close
 from invoicing.services import statements_issue
 from invoicing.topup import topup_reminder_set, topup_reminders_check
-from tests.factories import CompanyFactory
+from tests.factories import BillingContactFactory, CompanyFactory
 
 from .helpers import fee, usage
 
@@ -190,3 +191,23 @@ def test_two_top_up_checks_at_once_queue_one_email_per_recipient():
             "recipient", flat=True
         )
     ) == ["cfo@example.com", "ops@example.com"]
+
+
+def test_two_expiry_notice_runs_at_once_queue_one_email_per_lot_and_contact():
+    company = CompanyFactory(mode=Company.Mode.PREPAID)
+    BillingContactFactory(company=company, email="ap@example.com")
+    ledger.credits_grant(
+        company=company,
+        amount=Money(Decimal(500), "JPY"),
+        source="purchase",
+        idempotency_key="g1",
+        description="Credits",
+        expires_at=AFTER_ALL + timedelta(days=2),
+        now=AFTER_ALL - timedelta(days=60),
+    )
+    run_together([lambda: expiry_notices_queue(now=AFTER_ALL)] * 2)
+    assert list(
+        BillingEmail.objects.filter(kind=BillingEmail.Kind.EXPIRING).values_list(
+            "recipient", flat=True
+        )
+    ) == ["ap@example.com"]
