@@ -96,3 +96,14 @@ def summary_adds_up(statement) -> bool:
     if statement.is_invoice:  # ... closing balance, total due
         return sum(rows[:-2]) == rows[-2]
     return sum(rows[:-1]) == rows[-1]  # ... credit balance
+
+
+def prepaid_with_two_contacts():
+    """A prepaid company in Tokyo with an English and a Japanese billing contact."""
+    from accounts.models import Company
+    from tests.factories import BillingContactFactory, CompanyFactory
+
+    company = CompanyFactory(mode=Company.Mode.PREPAID, billing_timezone="Asia/Tokyo")
+    BillingContactFactory(company=company, email="ap@example.com", language="en")
+    BillingContactFactory(company=company, email="keiri@example.jp", language="ja")
+    return company

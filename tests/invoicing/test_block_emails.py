@@ -16,7 +16,9 @@ from accounts.services import company_block, company_unblock
 from billing.services import ledger
 from invoicing import emails, tasks
 from invoicing.models import BillingEmail
-from tests.factories import BillingContactFactory, CompanyFactory, UserFactory
+from tests.factories import CompanyFactory, UserFactory
+
+from .helpers import prepaid_with_two_contacts
 
 pytestmark = pytest.mark.django_db
 
@@ -26,10 +28,7 @@ Kind, Status = BillingEmail.Kind, BillingEmail.Status
 
 @pytest.fixture
 def company():
-    company = CompanyFactory(mode=Company.Mode.PREPAID, billing_timezone="Asia/Tokyo")
-    BillingContactFactory(company=company, email="ap@example.com", language="en")
-    BillingContactFactory(company=company, email="keiri@example.jp", language="ja")
-    return company
+    return prepaid_with_two_contacts()
 
 
 def yen(amount) -> Money:

@@ -18,6 +18,8 @@ from invoicing.expiry_notices import expiry_notices_queue, lots_to_notice
 from invoicing.models import BillingEmail
 from tests.factories import BillingContactFactory, CompanyFactory
 
+from .helpers import prepaid_with_two_contacts
+
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 6, 10, 3, tzinfo=UTC)
@@ -32,10 +34,7 @@ def at_now():
 
 @pytest.fixture
 def company():
-    company = CompanyFactory(mode=Company.Mode.PREPAID, billing_timezone="Asia/Tokyo")
-    BillingContactFactory(company=company, email="ap@example.com", language="en")
-    BillingContactFactory(company=company, email="keiri@example.jp", language="ja")
-    return company
+    return prepaid_with_two_contacts()
 
 
 def grant(company, amount, *, granted, expires, key):
