@@ -314,11 +314,15 @@ class TopUpReminderAdmin(ReadOnlyAdmin):
     """The companies' top-up reminders, as their billing users set them in the portal (staff
     read them; the emails they sent are among the billing emails)."""
 
-    list_display = ["company", "threshold", "recipients", "below_since", "updated_at"]
+    list_display = ["company", "threshold", "addresses", "below_since", "updated_at"]
     search_fields = ["company__account_code", "company__name"]
     list_select_related = ["company"]
     readonly_fields = [*list_display, "updated_by"]
-    exclude = []
+    exclude = ["recipients"]
+
+    @admin.display(description=_("recipients"))
+    def addresses(self, obj: TopUpReminder) -> str:
+        return ", ".join(obj.recipients) or _("none: stopped")
 
 
 class PaymentAllocationInline(admin.TabularInline):

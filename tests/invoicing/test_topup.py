@@ -342,3 +342,13 @@ def test_a_company_whose_credit_cannot_run_out_is_told_so(client):
     response = client.post(URL, {"threshold": "3000", "recipients": "a@example.com"})
     assert response.status_code == 400 and "its credit cannot run out" in response.text
     assert reverse("portal:topup_reminder") == URL
+
+
+def test_staff_read_the_reminders_in_the_admin(admin_client, prepaid):
+    remind(prepaid)
+    page = admin_client.get(reverse("admin:invoicing_topupreminder_changelist")).text
+    assert "ops@example.com, cfo@example.com" in page and "¥5,000" in page
+    detail = admin_client.get(
+        reverse("admin:invoicing_topupreminder_change", args=[TopUpReminder.objects.get().pk])
+    )
+    assert detail.status_code == 200 and "ops@example.com, cfo@example.com" in detail.text
