@@ -15,3 +15,11 @@ class MembershipExists(AccountsError):
 
 class BlockingError(AccountsError):
     pass
+
+
+class BillingContactError(AccountsError):
+    """A billing contact that cannot be saved as asked; ``field`` is the form field at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field

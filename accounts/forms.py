@@ -1,7 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from .models import Subaccount
+from .models import BillingContact, Subaccount
 
 
 class SubaccountForm(forms.ModelForm):
@@ -20,3 +20,10 @@ class SubaccountRenameForm(forms.ModelForm):
 
 class CompanySwitchForm(forms.Form):
     company = forms.IntegerField(min_value=1, max_value=2**63 - 1)  # an id the database holds
+
+
+class BillingContactForm(forms.ModelForm):
+    class Meta:
+        model = BillingContact
+        fields = ["email", "name", "language"]
+        help_texts = {"language": _("The language of the emails this person receives.")}

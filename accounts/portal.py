@@ -27,6 +27,7 @@ PORTAL_NAV: list[tuple[str, str, str]] = [
     ("portal:usage", _("Usage"), "view_account"),
     ("portal:statements", _("Statements"), "view_billing"),
     ("portal:payments", _("Payment history"), "view_billing"),
+    ("portal:billing_contacts", _("Billing contacts"), "view_billing"),
     ("portal:subscriptions", _("Subscriptions & numbers"), "view_account"),
     ("portal:subaccounts", _("Subaccounts"), "view_account"),
 ]

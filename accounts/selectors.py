@@ -5,7 +5,7 @@ import re
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
-from .models import Company, CompanyBlock, Membership, Subaccount
+from .models import BillingContact, Company, CompanyBlock, Membership, Subaccount
 
 # The dunning run's own English note on an overdue block (``invoicing.dunning``), read back
 # so that the portal can say it in the reader's language.
@@ -54,3 +54,7 @@ def company_block_reasons(company: Company) -> list[str]:
             _("%(reason)s: %(note)s") % {"reason": reason, "note": note} if note else reason
         )
     return lines
+
+
+def company_billing_contacts(company: Company) -> QuerySet[BillingContact]:
+    return BillingContact.objects.filter(company=company).order_by("email", "id")

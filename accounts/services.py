@@ -11,8 +11,20 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from . import signals
-from .exceptions import BlockingError, MembershipExists, SubaccountCodeTaken
-from .models import Company, CompanyBlock, Membership, Subaccount, SubaccountInactivity
+from .exceptions import (
+    BillingContactError,
+    BlockingError,
+    MembershipExists,
+    SubaccountCodeTaken,
+)
+from .models import (
+    BillingContact,
+    Company,
+    CompanyBlock,
+    Membership,
+    Subaccount,
+    SubaccountInactivity,
+)
 from .roles import EVERY_PERMISSION, STAFF_GROUPS
 
 
@@ -27,6 +39,50 @@ def company_create(*, account_code: str, name: str, **fields) -> Company:
     company.full_clean()
     company.save()
     return company
+
+
+# Who receives a company's statements and billing notices; a few people, not a list.
+MAX_BILLING_CONTACTS = 10
+
+
+def billing_contact_save(
+    *,
+    company: Company,
+    email: str,
+    name: str = "",
+    language: str,
+    contact: BillingContact | None = None,
+) -> BillingContact:
+    """Add a billing contact to ``company`` (``contact`` None) or change ``contact``, one of
+    its own. Raises ``BillingContactError`` and changes nothing for an address the company
+    has already (in any case), or an eleventh contact. Under the company's row lock, so two
+    people adding at once cannot pass either check together."""
+    email = email.strip()
+    with transaction.atomic():
+        lock_company(company.pk)
+        others = BillingContact.objects.filter(company_id=company.pk)
+        if contact is not None:
+            others = others.exclude(pk=contact.pk)
+        if others.filter(email__iexact=email).exists():
+            raise BillingContactError(
+                _("%(email)s is a billing contact already.") % {"email": email}, field="email"
+            )
+        if contact is None and others.count() >= MAX_BILLING_CONTACTS:
+            raise BillingContactError(
+                _("A company has at most %(count)d billing contacts: remove one first.")
+                % {"count": MAX_BILLING_CONTACTS}
+            )
+        contact = contact or BillingContact(company_id=company.pk)
+        contact.email, contact.name, contact.language = email, name.strip(), language
+        contact.full_clean(exclude=["company"], validate_unique=False, validate_constraints=False)
+        contact.save()
+    return contact
+
+
+def billing_contact_remove(*, contact: BillingContact) -> None:
+    """Remove a billing contact. The emails sent to it stay in the log (they keep the
+    address, not the contact)."""
+    contact.delete()
 
 
 @transaction.atomic

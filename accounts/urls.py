@@ -12,6 +12,13 @@ urlpatterns = [
     path("subaccounts/new/", views.subaccount_create, name="subaccount_create"),
     path("subaccounts/<int:pk>/", views.subaccount_detail, name="subaccount"),
     path("subaccounts/<int:pk>/toggle/", views.subaccount_toggle, name="subaccount_toggle"),
+    path("billing-contacts/", views.billing_contacts, name="billing_contacts"),
+    path("billing-contacts/<int:pk>/", views.billing_contact_detail, name="billing_contact"),
+    path(
+        "billing-contacts/<int:pk>/delete/",
+        views.billing_contact_delete,
+        name="billing_contact_delete",
+    ),
     # Sign-in, sign-out and password reset: Django's own views with portal templates.
     path(
         "login/",

@@ -1,4 +1,5 @@
-"""Portal pages of the accounts app: dashboard, company switcher, subaccounts."""
+"""Portal pages of the accounts app: dashboard, company switcher, subaccounts, billing
+contacts."""
 
 from urllib.parse import urlsplit
 
@@ -10,11 +11,11 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .exceptions import AccountsError
-from .forms import CompanySwitchForm, SubaccountForm, SubaccountRenameForm
-from .models import Subaccount
+from .forms import BillingContactForm, CompanySwitchForm, SubaccountForm, SubaccountRenameForm
+from .models import BillingContact, Subaccount
 from .portal import SESSION_COMPANY_KEY, portal_view
 from .roles import role_can
-from .selectors import company_subaccounts, memberships_for_user
+from .selectors import company_billing_contacts, company_subaccounts, memberships_for_user
 
 
 @portal_view()
@@ -126,3 +127,71 @@ def subaccount_toggle(request, pk: int):
     else:
         messages.success(request, _("Subaccount %(code)s deactivated.") % {"code": subaccount.code})
     return redirect("portal:subaccount", pk=subaccount.pk)
+
+
+@portal_view("view_billing")
+def billing_contacts(request):
+    """The people who receive the company's statements and billing notices. POST (billing
+    rights): add one; a refused one shows the page again with the reason (400)."""
+    form = BillingContactForm(request.POST if request.method == "POST" else None)
+    status = 200
+    if form.is_bound:
+        if not role_can(request.membership.role, "manage_billing"):
+            return render(request, "portal/forbidden.html", status=403)
+        status = 400
+        if form.is_valid():
+            try:
+                contact = services.billing_contact_save(
+                    company=request.company, **form.cleaned_data
+                )
+            except AccountsError as error:
+                form.add_error(getattr(error, "field", None), str(error))
+            else:
+                messages.success(
+                    request,
+                    _("%(email)s now receives statements and notices.") % {"email": contact.email},
+                )
+                return redirect("portal:billing_contacts")
+    return render(
+        request,
+        "portal/billing_contacts/list.html",
+        {"contacts": company_billing_contacts(request.company), "form": form},
+        status=status,
+    )
+
+
+@portal_view("manage_billing")
+def billing_contact_detail(request, pk: int):
+    contact = get_object_or_404(BillingContact, pk=pk, company=request.company)
+    form = BillingContactForm(request.POST if request.method == "POST" else None, instance=contact)
+    status = 200
+    if form.is_bound:
+        status = 400
+        if form.is_valid():
+            try:
+                services.billing_contact_save(
+                    company=request.company, contact=contact, **form.cleaned_data
+                )
+            except AccountsError as error:
+                form.add_error(getattr(error, "field", None), str(error))
+            else:
+                messages.success(request, _("%(email)s saved.") % {"email": contact.email})
+                return redirect("portal:billing_contacts")
+    return render(
+        request,
+        "portal/billing_contacts/detail.html",
+        {"contact": contact, "form": form},
+        status=status,
+    )
+
+
+@require_POST
+@portal_view("manage_billing")
+def billing_contact_delete(request, pk: int):
+    contact = get_object_or_404(BillingContact, pk=pk, company=request.company)
+    services.billing_contact_remove(contact=contact)
+    messages.success(
+        request,
+        _("%(email)s no longer receives statements and notices.") % {"email": contact.email},
+    )
+    return redirect("portal:billing_contacts")

@@ -52,7 +52,15 @@ def _credit_note(company) -> int:
     ).pk
 
 
+def _billing_contact(company) -> int:
+    from tests.factories import BillingContactFactory
+
+    return BillingContactFactory(company=company).pk
+
+
 OBJECT_URLS = {
+    "billing_contact": (_billing_contact, ["get", "post"]),
+    "billing_contact_delete": (_billing_contact, ["post"]),
     "credit_note_pdf": (_credit_note, ["get"]),
     "payment_receipt": (_payment, ["get"]),
     "subaccount": (lambda company: SubaccountFactory(company=company).pk, ["get", "post"]),
@@ -98,10 +106,11 @@ def test_another_companys_object_is_a_404(client, url_name, method):
     foreign_pk = make_object(other.company)
     response = getattr(client, method)(reverse(f"portal:{url_name}", args=[foreign_pk]))
     assert response.status_code == 404
-    # The same request for the user's own object succeeds, so the 404 is about ownership.
+    # The same request for the user's own object is not a 404, so the 404 is about
+    # ownership (400: a form that refuses a POST without its fields, after finding the object).
     own_pk = make_object(own.company)
     response = getattr(client, method)(reverse(f"portal:{url_name}", args=[own_pk]))
-    assert response.status_code in (200, 302)
+    assert response.status_code in (200, 302, 400)
 
 
 def test_another_companys_subaccount_is_not_changed_by_a_post(client):
@@ -112,6 +121,21 @@ def test_another_companys_subaccount_is_not_changed_by_a_post(client):
     client.post(reverse("portal:subaccount_toggle", args=[foreign.pk]))
     foreign.refresh_from_db()
     assert (foreign.name, foreign.is_active) == ("Theirs", True)
+
+
+def test_another_companys_billing_contact_is_not_changed_or_removed(client):
+    from accounts.models import BillingContact
+    from tests.factories import BillingContactFactory
+
+    own = MembershipFactory(role=Membership.Role.ADMIN)
+    foreign = BillingContactFactory(email="theirs@example.com")
+    client.force_login(own.user)
+    client.post(
+        reverse("portal:billing_contact", args=[foreign.pk]),
+        {"email": "mine@example.com", "name": "", "language": "en"},
+    )
+    client.post(reverse("portal:billing_contact_delete", args=[foreign.pk]))
+    assert BillingContact.objects.get(pk=foreign.pk).email == "theirs@example.com"
 
 
 def test_lists_show_only_the_users_company(client):
