@@ -163,6 +163,7 @@ def billing_contacts(request):
 @portal_view("manage_billing")
 def billing_contact_detail(request, pk: int):
     contact = get_object_or_404(BillingContact, pk=pk, company=request.company)
+    saved_email = contact.email  # the form writes what was typed on the instance
     form = BillingContactForm(request.POST if request.method == "POST" else None, instance=contact)
     status = 200
     if form.is_bound:
@@ -180,7 +181,7 @@ def billing_contact_detail(request, pk: int):
     return render(
         request,
         "portal/billing_contacts/detail.html",
-        {"contact": contact, "form": form},
+        {"contact": contact, "saved_email": saved_email, "form": form},
         status=status,
     )
 

@@ -77,6 +77,7 @@ def test_changing_a_contact_to_another_ones_address_is_refused(client):
         {"email": "ap@example.com", "name": "", "language": "en"},
     )
     assert response.status_code == 400 and "is a billing contact already" in response.text
+    assert "<h1>cfo@example.com</h1>" in response.text  # the address as saved, not as typed
     other.refresh_from_db()
     assert other.email == "cfo@example.com"
 
