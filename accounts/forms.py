@@ -25,5 +25,9 @@ class CompanySwitchForm(forms.Form):
 class BillingContactForm(forms.ModelForm):
     class Meta:
         model = BillingContact
-        fields = ["email", "name", "language"]
+        fields = ["email", "name", "language", "gets_statements", "gets_notices"]
+        labels = {
+            "gets_statements": _("Statements and reminders of overdue invoices"),
+            "gets_notices": _("Notices: account suspended or active again, credit expiring soon"),
+        }
         help_texts = {"language": _("The language of the emails this person receives.")}

@@ -146,7 +146,8 @@ class Company(LoadedWithoutInit, models.Model):
 
 
 class BillingContact(models.Model):
-    """A person who receives the company's statements and billing notices."""
+    """A person who receives the company's statements and billing notices: each chooses
+    which of the two (at least one; ``invoicing.emails`` sends each kind only to those)."""
 
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="billing_contacts")
     name = models.CharField(_("name"), max_length=200, blank=True)
@@ -154,6 +155,10 @@ class BillingContact(models.Model):
     language = models.CharField(
         _("language"), max_length=8, choices=settings.LANGUAGES, default="en"
     )
+    # Statements when issued, and reminders of overdue invoices.
+    gets_statements = models.BooleanField(_("statements and overdue reminders"), default=True)
+    # The account suspended or active again, credit expiring soon.
+    gets_notices = models.BooleanField(_("account notices"), default=True)
 
     class Meta:
         verbose_name = _("billing contact")
@@ -161,7 +166,14 @@ class BillingContact(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["company", "email"], name="billing_contact_unique_email"
-            )
+            ),
+            models.CheckConstraint(
+                name="billing_contact_gets_something",
+                condition=models.Q(gets_statements=True) | models.Q(gets_notices=True),
+                violation_error_message=_(
+                    "Choose what this person receives: statements, notices or both."
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -51,13 +51,20 @@ def billing_contact_save(
     email: str,
     name: str = "",
     language: str,
+    gets_statements: bool = True,
+    gets_notices: bool = True,
     contact: BillingContact | None = None,
 ) -> BillingContact:
     """Add a billing contact to ``company`` (``contact`` None) or change ``contact``, one of
     its own. Raises ``BillingContactError`` and changes nothing for an address the company
-    has already (in any case), or an eleventh contact. Under the company's row lock, so two
-    people adding at once cannot pass either check together."""
+    has already (in any case), a contact who would get nothing, or an eleventh contact.
+    Under the company's row lock, so two people adding at once cannot pass either check
+    together."""
     email = email.strip()
+    if not (gets_statements or gets_notices):
+        raise BillingContactError(
+            _("Choose what this person receives: statements, notices or both.")
+        )
     with transaction.atomic():
         lock_company(company.pk)
         others = BillingContact.objects.filter(company_id=company.pk)
@@ -74,6 +81,7 @@ def billing_contact_save(
             )
         contact = contact or BillingContact(company_id=company.pk)
         contact.email, contact.name, contact.language = email, name.strip(), language
+        contact.gets_statements, contact.gets_notices = gets_statements, gets_notices
         contact.full_clean(exclude=["company"], validate_unique=False, validate_constraints=False)
         contact.save()
     return contact

@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 BLANK_LINES = re.compile(r"\n\s*\n(\s*\n)+")
 
+# What a billing contact chose to receive (``BillingContact``): statements and overdue
+# reminders; block and expiry notices.
+STATEMENTS, NOTICES = "gets_statements", "gets_notices"
+
 # How long a claimed email may stay "sending" before it counts as abandoned (its worker
 # died) and may be claimed again (far longer than any mail server takes to answer); also how
 # long a queued email, or a statement without emails, waits before the sweep takes it over.
@@ -98,7 +102,7 @@ def statement_emails_queue(
     company_of = dict(
         Statement.objects.filter(pk__in=list(statement_ids)).values_list("pk", "company_id")
     )
-    contacts = _contacts_by_company(company_of.values())
+    contacts = _contacts_by_company(company_of.values(), wanting=STATEMENTS)
     BillingEmail.objects.bulk_create(
         [
             _email_to(contact, statement_id=statement_id, kind=Kind.STATEMENT, now=now)
@@ -134,7 +138,9 @@ def statement_email_resend(
         _email_to(
             contact, statement_id=statement.pk, kind=Kind.STATEMENT, now=now, requested_by=actor
         )
-        for contact in _contacts_by_company([statement.company_id])[statement.company_id]
+        for contact in _contacts_by_company([statement.company_id], wanting=STATEMENTS)[
+            statement.company_id
+        ]
     ]
     BillingEmail.objects.bulk_create(emails)
     _send_after_commit([email.pk for email in emails])
@@ -156,7 +162,9 @@ def reminder_emails_queue(
     if not reminders:
         return []
     now = now or timezone.now()
-    contacts = _contacts_by_company({invoice.company_id for invoice, _days in reminders})
+    contacts = _contacts_by_company(
+        {invoice.company_id for invoice, _days in reminders}, wanting=STATEMENTS
+    )
     BillingEmail.objects.bulk_create(
         [
             _email_to(
@@ -205,7 +213,7 @@ def block_emails_queue(*, block_id: int, kind: str, now: datetime | None = None)
     block = CompanyBlock.objects.filter(pk=block_id).first()
     if block is None or (kind == Kind.UNBLOCKED and block.lifted_at is None):
         return []
-    contacts = _contacts_by_company([block.company_id])[block.company_id]
+    contacts = _contacts_by_company([block.company_id], wanting=NOTICES)[block.company_id]
     BillingEmail.objects.bulk_create(
         [_email_to(contact, block_id=block.pk, kind=kind, now=now) for contact in contacts],
         ignore_conflicts=True,
@@ -257,7 +265,7 @@ def expiry_emails_queue(*, lots: Sequence[CreditLot], now: datetime) -> list[int
     """Queue the expiry notice of each of ``lots`` to each billing contact of its company,
     sent once the caller's transaction commits; returns the ids queued. Once per lot and
     contact, ever (``invoicing.expiry_notices``)."""
-    contacts = _contacts_by_company(lot.company_id for lot in lots)
+    contacts = _contacts_by_company((lot.company_id for lot in lots), wanting=NOTICES)
     BillingEmail.objects.bulk_create(
         [
             _email_to(contact, kind=Kind.EXPIRING, now=now, lot=lot)
@@ -277,11 +285,15 @@ def expiry_emails_queue(*, lots: Sequence[CreditLot], now: datetime) -> list[int
     return email_ids
 
 
-def _contacts_by_company(company_ids: Iterable[int]) -> dict[int, list[BillingContact]]:
+def _contacts_by_company(
+    company_ids: Iterable[int], *, wanting: str
+) -> dict[int, list[BillingContact]]:
+    """The billing contacts of these companies who want ``wanting``: ``"gets_statements"``
+    (statements, overdue reminders) or ``"gets_notices"`` (block and expiry notices)."""
     contacts: dict[int, list[BillingContact]] = defaultdict(list)
-    for contact in BillingContact.objects.filter(company_id__in=list(set(company_ids))).order_by(
-        "id"
-    ):
+    for contact in BillingContact.objects.filter(
+        company_id__in=list(set(company_ids)), **{wanting: True}
+    ).order_by("id"):
         contacts[contact.company_id].append(contact)
     return contacts
 

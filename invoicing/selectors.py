@@ -47,9 +47,10 @@ def document_parties(companies: Iterable[Company]) -> dict[int, dict]:
     contacts."""
     companies = list(companies)
     contacts: dict[int, str] = {}
+    # The first contact who gets the statements is the one a document is addressed to.
     for contact in BillingContact.objects.filter(
         company_id__in=[company.pk for company in companies]
-    ).order_by("company_id", "id"):
+    ).order_by("company_id", "-gets_statements", "id"):
         contacts.setdefault(contact.company_id, str(contact))
     operator = operator_details()
     return {
@@ -457,12 +458,14 @@ def invoice_open_amount(invoice: Statement) -> Money:
 
 def statements_not_emailed(*, issued_from: datetime, issued_before: datetime) -> list[int]:
     """Statements issued in ``[issued_from, issued_before)`` whose company has billing
-    contacts but that have no issue email at all: the task that was to queue them was lost.
-    Their ids, oldest first (one query)."""
+    contacts who get statements but that have no issue email at all: the task that was to
+    queue them was lost. Their ids, oldest first (one query)."""
     emailed = BillingEmail.objects.filter(
         statement=OuterRef("pk"), kind=BillingEmail.Kind.STATEMENT, requested_by=None
     )
-    has_contacts = BillingContact.objects.filter(company_id=OuterRef("company_id"))
+    has_contacts = BillingContact.objects.filter(
+        company_id=OuterRef("company_id"), gets_statements=True
+    )
     return list(
         Statement.objects.filter(issued_at__gte=issued_from, issued_at__lt=issued_before)
         .filter(Exists(has_contacts))
@@ -474,9 +477,12 @@ def statements_not_emailed(*, issued_from: datetime, issued_before: datetime) ->
 
 def blocks_not_emailed(*, changed_from: datetime, changed_before: datetime) -> list[tuple]:
     """Blocks set (or lifted) in ``[changed_from, changed_before)`` whose company has billing
-    contacts but that have no ``blocked`` (or ``unblocked``) notice at all: the receiver
-    that was to queue it failed. (block id, kind) pairs, oldest first (two queries)."""
-    has_contacts = BillingContact.objects.filter(company_id=OuterRef("company_id"))
+    contacts who get notices but that have no ``blocked`` (or ``unblocked``) notice at all:
+    the receiver that was to queue it failed. (block id, kind) pairs, oldest first (two
+    queries)."""
+    has_contacts = BillingContact.objects.filter(
+        company_id=OuterRef("company_id"), gets_notices=True
+    )
     found = []
     for kind, at in (
         (BillingEmail.Kind.BLOCKED, "blocked_at"),

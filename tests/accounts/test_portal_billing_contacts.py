@@ -15,6 +15,7 @@ from tests.factories import BillingContactFactory, CompanyFactory, MembershipFac
 pytestmark = pytest.mark.django_db
 
 URL = "/portal/billing-contacts/"
+BOTH = {"gets_statements": "on", "gets_notices": "on"}
 
 
 def signed_in(client, role=Membership.Role.BILLING):
@@ -31,19 +32,25 @@ def test_billing_users_add_change_and_remove_a_contact(client):
     company = signed_in(client)
     assert reverse("portal:billing_contacts") == URL
     assert "No billing contacts" in client.get(URL).text
-    response = client.post(URL, {"email": " keiri@example.jp ", "name": "経理部", "language": "ja"})
+    response = client.post(
+        URL, {"email": " keiri@example.jp ", "name": "経理部", "language": "ja", **BOTH}
+    )
     assert response.status_code == 302
     contact = BillingContact.objects.get(company=company)
     assert (contact.email, contact.name, contact.language) == ("keiri@example.jp", "経理部", "ja")
     page = plain(client.get(URL).text)
-    assert "keiri@example.jp 経理部 Japanese" in page
+    assert "keiri@example.jp 経理部 Japanese Statements and notices" in page
     assert "keiri@example.jp now receives statements and notices." in page
 
     url = reverse("portal:billing_contact", args=[contact.pk])
-    response = client.post(url, {"email": "ap@example.jp", "name": "AP", "language": "en"})
+    response = client.post(
+        url, {"email": "ap@example.jp", "name": "AP", "language": "en", "gets_notices": "on"}
+    )
     assert response.status_code == 302
     contact.refresh_from_db()
     assert (contact.email, contact.language) == ("ap@example.jp", "en")
+    assert (contact.gets_statements, contact.gets_notices) == (False, True)
+    assert "ap@example.jp AP English Notices" in plain(client.get(URL).text)
 
     response = client.post(reverse("portal:billing_contact_delete", args=[contact.pk]))
     assert response.status_code == 302
@@ -56,7 +63,8 @@ def test_billing_users_add_change_and_remove_a_contact(client):
         ({"email": "not an address", "name": "", "language": "en"}, "Enter a valid email"),
         ({"email": "", "name": "", "language": "en"}, "This field is required."),
         ({"email": "a@example.com", "name": "", "language": "xx"}, "Select a valid choice."),
-        ({"email": "AP@Example.com", "name": "", "language": "en"}, "is a billing contact already"),
+        ({"email": "AP@Example.com", "language": "en", **BOTH}, "is a billing contact already"),
+        ({"email": "b@example.com", "language": "en"}, "Choose what this person receives"),
     ],
 )
 def test_refused_input_shows_the_reason_and_changes_nothing(client, data, message):
@@ -74,7 +82,7 @@ def test_changing_a_contact_to_another_ones_address_is_refused(client):
     other = BillingContactFactory(company=company, email="cfo@example.com")
     response = client.post(
         reverse("portal:billing_contact", args=[other.pk]),
-        {"email": "ap@example.com", "name": "", "language": "en"},
+        {"email": "ap@example.com", "name": "", "language": "en", **BOTH},
     )
     assert response.status_code == 400 and "is a billing contact already" in response.text
     assert "<h1>cfo@example.com</h1>" in response.text  # the address as saved, not as typed
