@@ -1,6 +1,7 @@
 """Reads of companies, memberships and subaccounts shared by the portal and the admin."""
 
 import re
+from collections.abc import Iterable
 
 from django.db.models import QuerySet
 from django.utils.translation import gettext as _
@@ -40,11 +41,17 @@ def company_subaccounts(company: Company) -> QuerySet[Subaccount]:
 def company_block_reasons(company: Company) -> list[str]:
     """Why the company is blocked, one line per active block, oldest first, in the reader's
     language (one query). ``Company.blocked_reason`` keeps the same in the site's language
-    for the API and the admin; a note staff typed is shown as it was written."""
+    for the API and the admin."""
+    return block_reason_lines(
+        CompanyBlock.objects.filter(company=company, lifted_at=None).order_by("blocked_at", "id")
+    )
+
+
+def block_reason_lines(blocks: Iterable[CompanyBlock]) -> list[str]:
+    """Each block's reason and note in the language in force; a note staff typed is shown
+    as it was written."""
     lines = []
-    for block in CompanyBlock.objects.filter(company=company, lifted_at=None).order_by(
-        "blocked_at", "id"
-    ):
+    for block in blocks:
         note = block.note
         overdue = OVERDUE_NOTE.match(note) if block.reason == CompanyBlock.Reason.OVERDUE else None
         if overdue:

@@ -26,6 +26,7 @@ from .models import (
     SubaccountInactivity,
 )
 from .roles import EVERY_PERMISSION, STAFF_GROUPS
+from .selectors import block_reason_lines
 
 
 @transaction.atomic
@@ -259,10 +260,7 @@ def _status_sync(locked: Company, caller_copy: Company) -> None:
     # In the site's language, whoever's request set the block: the API and the admin read
     # it; the portal says it in the reader's (``selectors.company_block_reasons``).
     with translation.override(settings.LANGUAGE_CODE):
-        reason = "; ".join(
-            f"{block.get_reason_display()}" + (f": {block.note}" if block.note else "")
-            for block in active
-        )[:500]
+        reason = "; ".join(block_reason_lines(active))[:500]
     Company.objects.filter(pk=locked.pk).update(status=status, blocked_reason=reason)
     for copy in (locked, caller_copy):
         copy.status, copy.blocked_reason = status, reason

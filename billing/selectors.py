@@ -58,7 +58,7 @@ def companies_available(companies: Sequence[Company], now: datetime) -> dict[int
     at most three queries, whatever their number."""
     prepaid = [c.pk for c in companies if c.mode == Company.Mode.PREPAID]
     limited = [
-        c.pk for c in companies if c.mode != Company.Mode.PREPAID and c.credit_limit is not None
+        c for c in companies if c.mode != Company.Mode.PREPAID and c.credit_limit is not None
     ]
     available: dict[int, Decimal | None] = {c.pk: None for c in companies}
     if prepaid:
@@ -66,16 +66,16 @@ def companies_available(companies: Sequence[Company], now: datetime) -> dict[int
         for pk in prepaid:
             available[pk] = unexpired.get(pk, ZERO)
     if limited:
-        expired = _lot_sums(limited, expires_at__lte=now)
+        limited_ids = [c.pk for c in limited]
+        expired = _lot_sums(limited_ids, expires_at__lte=now)
         balances = dict(
             LedgerAccount.objects.filter(
-                kind=LedgerAccount.Kind.CUSTOMER, company_id__in=limited
+                kind=LedgerAccount.Kind.CUSTOMER, company_id__in=limited_ids
             ).values_list("company_id", "balance")
         )
-        for company in companies:
-            if company.pk in limited:
-                effective = balances.get(company.pk, ZERO) - expired.get(company.pk, ZERO)
-                available[company.pk] = effective + company.credit_limit.amount
+        for company in limited:
+            effective = balances.get(company.pk, ZERO) - expired.get(company.pk, ZERO)
+            available[company.pk] = effective + company.credit_limit.amount
     return available
 
 

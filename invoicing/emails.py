@@ -103,27 +103,16 @@ def statement_emails_queue(
         Statement.objects.filter(pk__in=list(statement_ids)).values_list("pk", "company_id")
     )
     contacts = _contacts_by_company(company_of.values(), wanting=STATEMENTS)
-    BillingEmail.objects.bulk_create(
+    return _queue(
         [
             _email_to(contact, statement_id=statement_id, kind=Kind.STATEMENT, now=now)
             for statement_id, company_id in company_of.items()
             for contact in contacts[company_id]
         ],
-        ignore_conflicts=True,
+        statement_id__in=list(company_of),
+        kind=Kind.STATEMENT,
+        requested_by=None,
     )
-    # Read back rather than taken from the insert: a row that existed already gets no id.
-    email_ids = list(
-        BillingEmail.objects.filter(
-            statement_id__in=list(company_of),
-            kind=Kind.STATEMENT,
-            requested_by=None,
-            status=Status.QUEUED,
-        )
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    _send_after_commit(email_ids)
-    return email_ids
 
 
 @transaction.atomic
@@ -214,51 +203,35 @@ def block_emails_queue(*, block_id: int, kind: str, now: datetime | None = None)
     if block is None or (kind == Kind.UNBLOCKED and block.lifted_at is None):
         return []
     contacts = _contacts_by_company([block.company_id], wanting=NOTICES)[block.company_id]
-    BillingEmail.objects.bulk_create(
+    return _queue(
         [_email_to(contact, block_id=block.pk, kind=kind, now=now) for contact in contacts],
-        ignore_conflicts=True,
+        block_id=block.pk,
+        kind=kind,
     )
-    email_ids = list(
-        BillingEmail.objects.filter(block_id=block.pk, kind=kind, status=Status.QUEUED)
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    _send_after_commit(email_ids)
-    return email_ids
 
 
-def topup_emails_queue(*, reminder: TopUpReminder, now: datetime) -> list[int]:
-    """Queue the email of the fall of ``reminder``'s credit below its threshold that began
-    at ``reminder.below_since``, one to each of its recipients in the company's language,
-    sent once the caller's transaction commits (``invoicing.topup`` calls it in the one that
-    records the fall). Unique per fall and recipient."""
-    language = reminder.company.language or settings.LANGUAGE_CODE
-    BillingEmail.objects.bulk_create(
+def topup_emails_queue(*, reminders: Sequence[TopUpReminder], now: datetime) -> list[int]:
+    """Queue the email of each reminder's fall below its threshold, the one that began at
+    its ``below_since``, to each of its recipients in the company's language, sent once the
+    caller's transaction commits (``invoicing.topup`` calls it in the one that records the
+    falls). Unique per fall and recipient."""
+    return _queue(
         [
             BillingEmail(
                 kind=Kind.TOPUP,
                 topup_reminder=reminder,
                 below_since=reminder.below_since,
                 recipient=address,
-                language=language,
+                language=reminder.company.language or settings.LANGUAGE_CODE,
                 created_at=now,
             )
+            for reminder in reminders
             for address in reminder.recipients
         ],
-        ignore_conflicts=True,
+        kind=Kind.TOPUP,
+        topup_reminder__in=[reminder.pk for reminder in reminders],
+        below_since__in={reminder.below_since for reminder in reminders},
     )
-    email_ids = list(
-        BillingEmail.objects.filter(
-            topup_reminder=reminder,
-            below_since=reminder.below_since,
-            kind=Kind.TOPUP,
-            status=Status.QUEUED,
-        )
-        .order_by("id")
-        .values_list("pk", flat=True)
-    )
-    _send_after_commit(email_ids)
-    return email_ids
 
 
 def expiry_emails_queue(*, lots: Sequence[CreditLot], now: datetime) -> list[int]:
@@ -266,18 +239,25 @@ def expiry_emails_queue(*, lots: Sequence[CreditLot], now: datetime) -> list[int
     sent once the caller's transaction commits; returns the ids queued. Once per lot and
     contact, ever (``invoicing.expiry_notices``)."""
     contacts = _contacts_by_company((lot.company_id for lot in lots), wanting=NOTICES)
-    BillingEmail.objects.bulk_create(
+    return _queue(
         [
             _email_to(contact, kind=Kind.EXPIRING, now=now, lot=lot)
             for lot in lots
             for contact in contacts[lot.company_id]
         ],
-        ignore_conflicts=True,
+        lot__in=[lot.pk for lot in lots],
+        kind=Kind.EXPIRING,
     )
+
+
+def _queue(emails: list[BillingEmail], **which) -> list[int]:
+    """Insert ``emails``, skipping those a unique constraint holds already, and send every
+    row ``which`` names that is still queued once the transaction commits (rows already
+    there included: their task may have been lost). Returns their ids. Read back rather
+    than taken from the insert: a row that existed already gets no id."""
+    BillingEmail.objects.bulk_create(emails, ignore_conflicts=True)
     email_ids = list(
-        BillingEmail.objects.filter(
-            lot__in=[lot.pk for lot in lots], kind=Kind.EXPIRING, status=Status.QUEUED
-        )
+        BillingEmail.objects.filter(status=Status.QUEUED, **which)
         .order_by("id")
         .values_list("pk", flat=True)
     )
@@ -411,9 +391,7 @@ def _block_message(email: BillingEmail) -> EmailMultiAlternatives | None:
         "email": email,
         "block": block,
         "company": company,
-        # When, in the company's own time and zone, spelt the same in every language.
-        "since": f"{changed_at.astimezone(company.tzinfo):%Y-%m-%d %H:%M} "
-        f"({company.billing_timezone})",
+        "since": _company_time(changed_at, company),
         "operator": operator_details(),
         "credit_limit": company.credit_limit,
         "portal_url": _portal_url("portal:dashboard"),
@@ -469,9 +447,7 @@ def _expiring_message(email: BillingEmail) -> EmailMultiAlternatives | None:
         "email": email,
         "company": company,
         "lot": lot,
-        # When, in the company's own time and zone, spelt the same in every language.
-        "expires": f"{lot.expires_at.astimezone(company.tzinfo):%Y-%m-%d %H:%M} "
-        f"({company.billing_timezone})",
+        "expires": _company_time(lot.expires_at, company),
         "operator": operator_details(),
         "credits_url": _portal_url("portal:credits"),
     }
@@ -482,6 +458,11 @@ def _expiring_message(email: BillingEmail) -> EmailMultiAlternatives | None:
             "date": f"{lot.expires_at.astimezone(company.tzinfo):%Y-%m-%d}",
         }
     return _rendered(email, subject, "invoicing/email/credit_expiring", context)
+
+
+def _company_time(at: datetime, company: Company) -> str:
+    """When, in the company's own time and zone, spelt the same in every language."""
+    return f"{at.astimezone(company.tzinfo):%Y-%m-%d %H:%M} ({company.billing_timezone})"
 
 
 def _rendered(

@@ -606,6 +606,12 @@ def receivables_aging(now: datetime) -> AgingReport:
     )
 
 
+def active_topup_reminders() -> QuerySet[TopUpReminder]:
+    """The top-up reminders not stopped: a stopped one keeps its row (its emails refer to
+    it) with no recipients."""
+    return TopUpReminder.objects.exclude(recipients=[])
+
+
 def company_topup_reminder(company: Company) -> TopUpReminder | None:
     """The company's top-up reminder, or None when it has none or stopped it (one query)."""
-    return TopUpReminder.objects.filter(company=company).exclude(recipients=[]).first()
+    return active_topup_reminders().filter(company=company).first()

@@ -6,10 +6,10 @@ the threshold: the reminder is armed again then.
 
 ``topup_reminders_check`` runs every minute (``config.schedules``) and compares every
 reminder with its company's credit in a few queries, whatever their number: nothing is added
-to the work of a charge. A fall is taken by one conditional UPDATE (armed → below since now)
-in the transaction that queues its emails, so a check run twice, or twice at once, queues
-them once (and each email is unique per fall and recipient). A credit that falls and comes
-back between two checks sends nothing: the customer has topped up already.
+to the work of a charge. The falls are taken under the reminders' row locks (armed → below
+since now) in the transaction that queues their emails, so a check run twice, or twice at
+once, queues them once (and each email is unique per fall and recipient). A credit that
+falls and comes back between two checks sends nothing: the customer has topped up already.
 
 A reminder set while the credit is already below its threshold starts as fallen: no email
 until the credit has come back and falls again (the portal says so).
@@ -34,6 +34,7 @@ from billing.selectors import companies_available
 
 from .emails import topup_emails_queue
 from .models import TopUpReminder
+from .selectors import active_topup_reminders
 
 MAX_RECIPIENTS = 5
 MAX_THRESHOLD = Decimal(10) ** 12  # the money columns hold 15 digits before the point
@@ -96,47 +97,66 @@ def topup_reminder_remove(*, company: Company) -> bool:
     """Stop the company's reminder; True if there was one. Emails already sent stay in the
     log, so the reminder row stays too (without recipients, it sends nothing)."""
     return bool(
-        TopUpReminder.objects.filter(company=company)
-        .exclude(recipients=[])
+        active_topup_reminders()
+        .filter(company=company)
         .update(recipients=[], below_since=None, updated_at=timezone.now())
     )
 
 
 def topup_reminders_check(*, now: datetime | None = None) -> TopUpCheck:
     """Compare every active reminder with its company's credit; queue the emails of each new
-    fall below the threshold, and arm again the reminders whose credit came back."""
+    fall below the threshold, and arm again the reminders whose credit came back. A fixed
+    number of queries, however many reminders fall or come back."""
     now = now or timezone.now()
-    reminders = list(
-        TopUpReminder.objects.exclude(recipients=[]).select_related("company").order_by("id")
-    )
+    reminders = list(active_topup_reminders().select_related("company").order_by("id"))
     available = companies_available([reminder.company for reminder in reminders], now)
-    fallen, armed = [], []
+    falling, rising = {}, {}
     for reminder in reminders:
         credit = available[reminder.company_id]
         below = credit is not None and credit < reminder.threshold.amount
         if below and reminder.below_since is None:
-            with transaction.atomic():
-                # Unchanged since read (not set again meanwhile) and not taken by another check.
-                taken = TopUpReminder.objects.filter(
-                    pk=reminder.pk, below_since=None, updated_at=reminder.updated_at
-                ).update(below_since=now)
-                if taken:
-                    reminder.below_since = now
-                    topup_emails_queue(reminder=reminder, now=now)
-                    fallen.append(reminder.company_id)
-        elif (
-            not below
-            and reminder.below_since is not None
-            and TopUpReminder.objects.filter(
-                pk=reminder.pk, below_since=reminder.below_since
-            ).update(below_since=None)
-        ):
-            armed.append(reminder.company_id)
-    return TopUpCheck(reminders=len(reminders), fallen=fallen, armed=armed)
+            falling[reminder.pk] = reminder
+        elif not below and reminder.below_since is not None:
+            rising[reminder.pk] = reminder
+    if not (falling or rising):
+        return TopUpCheck(reminders=len(reminders), fallen=[], armed=[])
+    with transaction.atomic():
+        # Locked, and kept only where unchanged since read: not set again in the portal
+        # meanwhile, and not taken by a check running at the same time (which this one
+        # waits for, then finds them changed).
+        current = {
+            pk: (below_since, updated_at)
+            for pk, below_since, updated_at in TopUpReminder.objects.select_for_update()
+            .filter(pk__in=[*falling, *rising])
+            .values_list("pk", "below_since", "updated_at")
+        }
+        fallen = [
+            reminder
+            for pk, reminder in falling.items()
+            if current.get(pk) == (None, reminder.updated_at)
+        ]
+        armed = [
+            reminder
+            for pk, reminder in rising.items()
+            if current.get(pk, (None,))[0] == reminder.below_since
+        ]
+        if fallen:
+            TopUpReminder.objects.filter(pk__in=[r.pk for r in fallen]).update(below_since=now)
+            for reminder in fallen:
+                reminder.below_since = now
+            topup_emails_queue(reminders=fallen, now=now)
+        if armed:
+            TopUpReminder.objects.filter(pk__in=[r.pk for r in armed]).update(below_since=None)
+    return TopUpCheck(
+        reminders=len(reminders),
+        fallen=[reminder.company_id for reminder in fallen],
+        armed=[reminder.company_id for reminder in armed],
+    )
 
 
 def _addresses(recipients: list[str]) -> list[str]:
     addresses: list[str] = []
+    seen: set[str] = set()  # lower-cased: an address in another case is the same one
     for raw in recipients:
         address = raw.strip()
         if not address:
@@ -148,7 +168,8 @@ def _addresses(recipients: list[str]) -> list[str]:
                 _("“%(address)s” is not an email address.") % {"address": address[:100]},
                 field="recipients",
             ) from None
-        if address.lower() not in {known.lower() for known in addresses}:
+        if address.lower() not in seen:
+            seen.add(address.lower())
             addresses.append(address)
     if not addresses:
         raise TopUpReminderError(_("Give at least one email address."), field="recipients")

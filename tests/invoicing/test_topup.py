@@ -352,3 +352,17 @@ def test_staff_read_the_reminders_in_the_admin(admin_client, prepaid):
         reverse("admin:invoicing_topupreminder_change", args=[TopUpReminder.objects.get().pk])
     )
     assert detail.status_code == 200 and "ops@example.com, cfo@example.com" in detail.text
+
+
+def test_many_falls_at_once_cost_a_fixed_number_of_queries(django_assert_max_num_queries):
+    companies = [CompanyFactory(mode=Company.Mode.PREPAID) for _ in range(20)]
+    for number, company in enumerate(companies):
+        remind(company, threshold="100")
+        grant(company, 50, f"g{number}")
+    TopUpReminder.objects.update(below_since=None)  # armed, with ¥50 left of ¥100: all fall
+    # Reminders; lots; the locked reminders; marking the falls; the emails inserted and
+    # read back; the savepoint and its release.
+    with django_assert_max_num_queries(8):
+        result = topup_reminders_check(now=NOW)
+    assert len(result.fallen) == 20
+    assert BillingEmail.objects.filter(kind=BillingEmail.Kind.TOPUP).count() == 40
