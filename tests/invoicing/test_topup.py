@@ -24,6 +24,7 @@ from invoicing.topup import (
     topup_reminders_check,
 )
 from tests.factories import CompanyFactory, MembershipFactory
+from tests.factories.billing import charge, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -42,28 +43,6 @@ def yen(amount) -> Money:
     return Money(Decimal(amount), "JPY")
 
 
-def grant(company, amount, key, now=NOW):
-    ledger.credits_grant(
-        company=company,
-        amount=Money(Decimal(amount), company.currency),
-        source="purchase",
-        idempotency_key=key,
-        description="Credits",
-        now=now,
-    )
-
-
-def spend(company, amount, key, now=NOW):
-    ledger.company_charge(
-        company=company,
-        amount=Money(Decimal(amount), company.currency),
-        revenue="voice",
-        idempotency_key=key,
-        description="Usage",
-        now=now,
-    )
-
-
 def check(at=NOW, capture=None):
     if capture is None:
         return topup_reminders_check(now=at)
@@ -74,7 +53,7 @@ def check(at=NOW, capture=None):
 @pytest.fixture
 def prepaid():
     company = CompanyFactory(mode=Company.Mode.PREPAID, billing_timezone="Asia/Tokyo")
-    grant(company, 10000, "g1")
+    grant(company, 10000, now=NOW, key="g1")
     return company
 
 
@@ -95,7 +74,7 @@ def test_a_fall_below_the_threshold_sends_one_email_to_each_recipient_once(
 ):
     remind(prepaid)
     assert check(capture=django_capture_on_commit_callbacks).fallen == []
-    spend(prepaid, 5001, "c1")  # ¥4,999 left
+    charge(prepaid, 5001, now=NOW, key="c1")  # ¥4,999 left
     result = check(NOW + timedelta(minutes=1), django_capture_on_commit_callbacks)
     assert result.fallen == [prepaid.pk]
     assert sorted(message.to[0] for message in mail.outbox) == [
@@ -107,7 +86,7 @@ def test_a_fall_below_the_threshold_sends_one_email_to_each_recipient_once(
     assert "can still spend is ¥4,999, below the ¥5,000" in message.body
     assert "Top up before the credit runs out" in message.body
     # Still below, lower still, checked again and again: nothing more.
-    spend(prepaid, 1000, "c2")
+    charge(prepaid, 1000, now=NOW, key="c2")
     check(NOW + timedelta(minutes=2), django_capture_on_commit_callbacks)
     check(NOW + timedelta(minutes=3), django_capture_on_commit_callbacks)
     assert len(mail.outbox) == 2
@@ -118,20 +97,20 @@ def test_the_next_email_comes_only_after_the_credit_has_been_back(
     prepaid, django_capture_on_commit_callbacks
 ):
     remind(prepaid, recipients=["ops@example.com"])
-    spend(prepaid, 6000, "c1")
+    charge(prepaid, 6000, now=NOW, key="c1")
     check(NOW, django_capture_on_commit_callbacks)
-    grant(prepaid, 3000, "g2")  # ¥7,000: back above
+    grant(prepaid, 3000, now=NOW, key="g2")  # ¥7,000: back above
     result = check(NOW + timedelta(minutes=1), django_capture_on_commit_callbacks)
     assert result.armed == [prepaid.pk] and result.fallen == []
     assert TopUpReminder.objects.get().below_since is None
-    spend(prepaid, 2500, "c2")  # ¥4,500: falls again
+    charge(prepaid, 2500, now=NOW, key="c2")  # ¥4,500: falls again
     check(NOW + timedelta(minutes=2), django_capture_on_commit_callbacks)
     assert [message.to for message in mail.outbox] == [["ops@example.com"]] * 2
 
 
 def test_exactly_at_the_threshold_is_not_below(prepaid, django_capture_on_commit_callbacks):
     remind(prepaid)
-    spend(prepaid, 5000, "c1")  # ¥5,000 left
+    charge(prepaid, 5000, now=NOW, key="c1")  # ¥5,000 left
     assert check(capture=django_capture_on_commit_callbacks).fallen == []
     assert mail.outbox == []
 
@@ -156,7 +135,7 @@ def test_credit_that_expires_counts_as_gone(django_capture_on_commit_callbacks):
 def test_a_reminder_set_while_already_below_waits_for_the_next_fall(
     prepaid, django_capture_on_commit_callbacks
 ):
-    spend(prepaid, 9000, "c1")  # ¥1,000 left
+    charge(prepaid, 9000, now=NOW, key="c1")  # ¥1,000 left
     reminder = remind(prepaid)
     assert reminder.below_since == NOW
     check(NOW + timedelta(minutes=1), django_capture_on_commit_callbacks)
@@ -168,7 +147,7 @@ def test_a_postpaid_company_is_reminded_of_its_headroom_under_the_limit(
 ):
     company = CompanyFactory(mode=Company.Mode.POSTPAID, credit_limit=yen(20000), language="ja")
     remind(company, threshold="3000", recipients=["keiri@example.jp"])
-    spend(company, 17500, "c1")  # ¥2,500 of headroom left
+    charge(company, 17500, now=NOW, key="c1")  # ¥2,500 of headroom left
     check(NOW, django_capture_on_commit_callbacks)
     [message] = mail.outbox
     assert company.account_code in message.subject and "を下回りました" in message.subject
@@ -180,9 +159,9 @@ def test_an_email_the_customer_no_longer_needs_is_not_sent(
 ):
     """Queued for a fall, but the credit came back before the email went out."""
     remind(prepaid, recipients=["ops@example.com"])
-    spend(prepaid, 6000, "c1")
+    charge(prepaid, 6000, now=NOW, key="c1")
     check(NOW)  # queued; its task would run after the commit, which is not run here
-    grant(prepaid, 5000, "g2")
+    grant(prepaid, 5000, now=NOW, key="g2")
     [email] = BillingEmail.objects.filter(kind=BillingEmail.Kind.TOPUP)
     assert tasks.billing_email_send(email.pk) is False
     email.refresh_from_db()
@@ -209,7 +188,7 @@ def test_the_check_runs_every_minute_and_the_task_is_safe_to_run_twice(
         "crontab": {"minute": "*"},
     }
     remind(prepaid, recipients=["ops@example.com"])
-    spend(prepaid, 6000, "c1")
+    charge(prepaid, 6000, now=NOW, key="c1")
     with time_machine.travel(NOW + timedelta(minutes=1)):
         with django_capture_on_commit_callbacks(execute=True):
             assert tasks.topup_reminders_check() == 1
@@ -260,7 +239,7 @@ def test_addresses_are_kept_once_each_and_a_stopped_reminder_sends_nothing(
     assert reminder.recipients == ["Ops@example.com"]
     assert topup_reminder_remove(company=prepaid) is True
     assert topup_reminder_remove(company=prepaid) is False
-    spend(prepaid, 9000, "c1")
+    charge(prepaid, 9000, now=NOW, key="c1")
     assert check(capture=django_capture_on_commit_callbacks).reminders == 0
     assert mail.outbox == []
 
@@ -358,7 +337,7 @@ def test_many_falls_at_once_cost_a_fixed_number_of_queries(django_assert_max_num
     companies = [CompanyFactory(mode=Company.Mode.PREPAID) for _ in range(20)]
     for number, company in enumerate(companies):
         remind(company, threshold="100")
-        grant(company, 50, f"g{number}")
+        grant(company, 50, now=NOW, key=f"g{number}")
     TopUpReminder.objects.update(below_since=None)  # armed, with ¥50 left of ¥100: all fall
     # Reminders; lots; the locked reminders; marking the falls; the emails inserted and
     # read back; the savepoint and its release.
